@@ -1,0 +1,193 @@
+"""The Redis conventions every participant follows: keys, channels, messages.
+
+One run owns every key under ``pbench:<run-id>:``.  Data flows one way: the
+controller writes configuration and publishes actions; meisters and the sink
+act and report.
+
+====================================  =========================================
+key / channel                          written by → read by
+====================================  =========================================
+``tm:<host>`` (key, JSON)              controller → that host's meister
+``tds`` (key, JSON)                    controller → sink
+``ready`` (hash) + channel             sink, meisters → controller
+``action`` (key + channel, JSON)       controller → sink, meisters
+``report:<id>`` (hash) + ``report``    meisters → sink (one field per host)
+``result:<id>`` (key) + ``result``     sink → controller
+``alive:<name>`` (key with TTL)        sink, meisters → sink, controller
+====================================  =========================================
+
+The ``action`` key holds the latest action as well as being published, so a
+participant that was disconnected when it was published finds it when it
+reconnects.  Every action has a sequence number and an id; reports and
+results carry the id, so late or duplicate answers are never mistaken for
+the current one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Final, Literal
+
+import redis
+
+ActionName = Literal["start", "stop", "send", "sysinfo", "terminate"]
+ACTIONS: Final = ("start", "stop", "send", "sysinfo", "terminate")
+#: the name the sink uses where a host name is expected (ready, alive keys)
+SINK: Final = "__sink__"
+#: seconds a heartbeat key lives; participants refresh it every HEARTBEAT s
+ALIVE_TTL: Final = 3
+HEARTBEAT: Final = 1.0
+PASSWORD_ENV: Final = "PBENCH_REDIS_PASSWORD"
+RUN_ID_ENV: Final = "PBENCH_RUN_ID"
+
+
+class Keys:
+    """Names of the keys and channels of one run."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.prefix = f"pbench:{run_id}:"
+
+    def meister_config(self, host: str) -> str:
+        return f"{self.prefix}tm:{host}"
+
+    @property
+    def sink_config(self) -> str:
+        return f"{self.prefix}tds"
+
+    @property
+    def ready(self) -> str:
+        return f"{self.prefix}ready"
+
+    @property
+    def action(self) -> str:
+        return f"{self.prefix}action"
+
+    @property
+    def seq(self) -> str:
+        return f"{self.prefix}seq"
+
+    def reports(self, action_id: str) -> str:
+        return f"{self.prefix}report:{action_id}"
+
+    @property
+    def report_channel(self) -> str:
+        return f"{self.prefix}report"
+
+    def result(self, action_id: str) -> str:
+        return f"{self.prefix}result:{action_id}"
+
+    @property
+    def result_channel(self) -> str:
+        return f"{self.prefix}result"
+
+    def alive(self, name: str) -> str:
+        return f"{self.prefix}alive:{name}"
+
+
+def new_run_id() -> str:
+    """A short unique id for a run (also in every process's environment)."""
+    return secrets.token_hex(6)
+
+
+@dataclass
+class Action:
+    """``start`` / ``stop`` / ``send`` / ``sysinfo`` / ``terminate`` for a tool group."""
+
+    id: str
+    seq: int
+    action: str
+    group: str
+    directory: str
+    #: per-action parameters: the sysinfo selection, the deadline
+    args: dict[str, Any] = field(default_factory=dict)
+
+    def dumps(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def loads(cls, data: str | bytes) -> Action:
+        return cls(**json.loads(data))
+
+
+@dataclass
+class Report:
+    """One host's answer to one action."""
+
+    id: str
+    host: str
+    action: str
+    ok: bool
+    errors: list[str] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def dumps(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def loads(cls, data: str | bytes) -> Report:
+        return cls(**json.loads(data))
+
+
+@dataclass
+class Result:
+    """The sink's single answer to the controller for one action."""
+
+    id: str
+    action: str
+    ok: bool
+    #: host -> its errors (empty list for a host that succeeded)
+    hosts: dict[str, list[str]] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def dumps(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def loads(cls, data: str | bytes) -> Result:
+        return cls(**json.loads(data))
+
+    def failures(self) -> dict[str, list[str]]:
+        failed = {host: errs for host, errs in self.hosts.items() if errs}
+        for host in self.missing:
+            failed.setdefault(host, ["did not answer before the deadline"])
+        return failed
+
+
+def connect(url: str, password: str | None = None, *, timeout: float = 10.0) -> redis.Redis:
+    """A client for the run's Redis; the password comes from the environment by default."""
+    if password is None:
+        password = os.environ.get(PASSWORD_ENV)
+    return redis.Redis.from_url(
+        url,
+        password=password,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        health_check_interval=0,
+    )
+
+
+def publish_report(client: redis.Redis, keys: Keys, report: Report) -> None:
+    """Record ``report`` in the action's hash and tell the sink."""
+    payload = report.dumps()
+    pipe = client.pipeline(transaction=False)
+    pipe.hset(keys.reports(report.id), report.host, payload)
+    pipe.expire(keys.reports(report.id), 24 * 3600)
+    pipe.publish(keys.report_channel, payload)
+    pipe.execute()
+
+
+def mark_ready(
+    client: redis.Redis, keys: Keys, name: str, ok: bool, info: Mapping[str, Any],
+    errors: Sequence[str] = (),
+) -> None:
+    payload = json.dumps({"name": name, "ok": ok, "info": dict(info), "errors": list(errors)})
+    pipe = client.pipeline(transaction=False)
+    pipe.hset(keys.ready, name, payload)
+    pipe.publish(keys.ready, payload)
+    pipe.execute()

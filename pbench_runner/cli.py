@@ -1,0 +1,181 @@
+"""The ``pbench`` command: registration, the lifecycle verbs and user-benchmark.
+
+Heavy imports (pluggy entry points, CherryPy, requests) are made only by the
+verbs that need them, so that a lifecycle verb stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pbench_runner import __version__
+from pbench_runner.config import Deadlines, load_deadlines, run_dir
+from pbench_runner.errors import InfrastructureError, Interrupted, PbenchError, UsageError
+from pbench_runner.exitcodes import ExitCode
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run-dir", help="where the tool store, sessions and results live "
+                   "(default: $PBENCH_RUN_DIR or ./.pbench)")
+    p.add_argument("-p", dest="plugins", action="append", default=[], metavar="MODULE",
+                   help="also load this plugin module (repeatable)")
+
+
+def _deadline_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--start-timeout", type=float, help="seconds for every part to be ready")
+    p.add_argument("--action-timeout", type=float, help="seconds for start/stop per host")
+    p.add_argument("--send-timeout", type=float, help="seconds for send (tar + upload) per host")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="pbench", description="Benchmarks with performance tools on every host.")
+    parser.add_argument("--version", action="version", version=f"pbench_runner {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+
+    p = sub.add_parser("register-tool", help="register a tool on hosts of a tool group")
+    _common(p)
+    p.add_argument("--name", required=True, help="the tool (see list-tools --available)")
+    p.add_argument("--group", default="default")
+    p.add_argument("--remotes", help="H1,H2 or @FILE (default: this host)")
+    p.add_argument("--labels", help="L1,L2: labels for the hosts")
+
+    p = sub.add_parser("register-tool-set", help="register a named set of tools")
+    _common(p)
+    p.add_argument("toolset", nargs="?", default="default",
+                   help="light, medium, heavy (default: medium) or a set of your own")
+    p.add_argument("--group", default="default")
+    p.add_argument("--remotes")
+    p.add_argument("--labels")
+    p.add_argument("--interval", help="sampling interval for every tool of the set")
+
+    p = sub.add_parser("list-tools", help="show registered (or available) tools")
+    _common(p)
+    p.add_argument("--group")
+    p.add_argument("--name")
+    p.add_argument("--available", action="store_true", help="every tool the plugins provide")
+
+    p = sub.add_parser("clear-tools", help="remove tool registrations")
+    _common(p)
+    p.add_argument("--group")
+    p.add_argument("--name")
+    p.add_argument("--remotes")
+
+    p = sub.add_parser("tool-meister-start", help="start Redis, the sink and the meisters")
+    _common(p)
+    _deadline_opts(p)
+    p.add_argument("--group", default="default")
+    p.add_argument("--sysinfo", default="none", help="default, all, none or item,item")
+    p.add_argument("--dir", help="result directory for sysinfo and logs (default: a new one)")
+
+    for verb, what in (("start-tools", "start"), ("stop-tools", "stop"), ("send-tools", "send")):
+        p = sub.add_parser(verb, help=f"{what} the tools of a group for a directory")
+        _common(p)
+        p.add_argument("--group", default=None)
+        p.add_argument("--dir", required=True, help="the sample directory")
+        p.add_argument("--run-id", help="the session (when several are running)")
+
+    p = sub.add_parser("tool-meister-stop", help="stop the meisters, the sink and Redis")
+    _common(p)
+    p.add_argument("--group", default=None)
+    p.add_argument("--run-id")
+    p.add_argument("--sysinfo", default="none", help="collect sysinfo (end) first")
+
+    p = sub.add_parser("kill", help="stop every process a crashed run left behind")
+    _common(p)
+    p.add_argument("--run-id", help="only this run (default: every session in the run dir)")
+
+    p = sub.add_parser("user-benchmark", help="run a command with tools around every sample")
+    _common(p)
+    _deadline_opts(p)
+    p.add_argument("--config", default="", help="a name for this configuration")
+    p.add_argument("--tool-group", default="default")
+    p.add_argument("--samples", type=int, default=1)
+    p.add_argument("--sysinfo", default="default", help="default, all, none or item,item")
+    return parser
+
+
+def _split_dashdash(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    argv = list(argv)
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1:]
+    return argv, []
+
+
+def _deadlines(args: argparse.Namespace) -> Deadlines:
+    return load_deadlines().with_overrides(
+        startup=getattr(args, "start_timeout", None),
+        action=getattr(args, "action_timeout", None),
+        send=getattr(args, "send_timeout", None),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    head, tail = _split_dashdash(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(head)
+        if args.verb is None:
+            build_parser().print_help()
+            return ExitCode.USAGE_ERROR
+        return dispatch(args, tail)
+    except Interrupted as exc:
+        print(f"pbench: {exc}", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    except InfrastructureError as exc:
+        print(f"pbench: error: {exc}", file=sys.stderr)
+        return ExitCode.INFRASTRUCTURE_ERROR
+    except PbenchError as exc:
+        print(f"pbench: error: {exc}", file=sys.stderr)
+        return ExitCode.USAGE_ERROR
+    except KeyboardInterrupt:
+        print("pbench: interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+
+
+def dispatch(args: argparse.Namespace, tail: list[str]) -> int:
+    from pbench_runner import commands
+
+    rdir = run_dir(args.run_dir)
+    verb = args.verb
+    if verb == "user-benchmark":
+        if not tail:
+            raise UsageError("user-benchmark needs a command after --, e.g. -- sleep 1")
+        if args.samples < 1:
+            raise UsageError("--samples must be 1 or more")
+        from pbench_runner.userbenchmark import Options, UserBenchmark
+
+        opts = Options(run_dir=rdir, command=tail, group=args.tool_group, config=args.config,
+                       samples=args.samples, sysinfo=args.sysinfo, plugins=args.plugins,
+                       deadlines=_deadlines(args))
+        _check_sysinfo(args.sysinfo, args.plugins)
+        return UserBenchmark(opts).run()
+    if tail and verb != "register-tool":
+        raise UsageError(f"{verb} takes no arguments after --")
+    handler = getattr(commands, verb.replace("-", "_"))
+    return int(handler(rdir, args, tail, _deadlines(args)))
+
+
+def _check_sysinfo(selection: str, plugins: Sequence[str]) -> None:
+    from pbench_runner.pluginmanager import get_plugin_manager
+    from pbench_runner.sysinfo import select_items
+
+    pm = get_plugin_manager(plugins)
+    items = [item for batch in pm.hook.pbench_sysinfo_items() for item in batch or ()]
+    select_items(items, selection)
+
+
+def print_json(data: object) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

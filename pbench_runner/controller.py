@@ -1,0 +1,311 @@
+"""The controller: sets up Redis, the sink and the meisters, then drives actions.
+
+``Controller`` is a context manager for a whole session (``user-benchmark``
+uses it in-process); ``Controller.attach`` reaches a session that an earlier
+``pbench tool-meister-start`` left running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import redis
+
+from pbench_runner import bus, procs
+from pbench_runner.config import Deadlines
+from pbench_runner.errors import (
+    ActionError,
+    DeadlineExceeded,
+    InfrastructureError,
+    StartupError,
+    UsageError,
+)
+from pbench_runner.redisserver import RedisServer
+from pbench_runner.session import SessionInfo
+from pbench_runner.toolstore import ToolGroup, is_local
+
+ACTION_VERBS = {"start": "start-tools", "stop": "stop-tools", "send": "send-tools",
+                "sysinfo": "collect-sysinfo", "terminate": "tool-meister-stop"}
+
+
+class Controller:
+    """Starts and drives one tool meister session for one tool group."""
+
+    def __init__(
+        self,
+        group: ToolGroup,
+        tm_dir: Path,
+        *,
+        deadlines: Deadlines | None = None,
+        plugins: Sequence[str] = (),
+        die_with_parent: bool = True,
+        local_hosts: Iterable[str] = (),
+        result_dir: Path | None = None,
+    ) -> None:
+        self.group = group
+        self.tm_dir = tm_dir
+        self.deadlines = deadlines or Deadlines()
+        self.plugins = list(plugins)
+        self.die_with_parent = die_with_parent
+        self.local_hosts = set(local_hosts)
+        self.result_dir = result_dir or tm_dir.parent
+        self.run_id = bus.new_run_id()
+        self.keys = bus.Keys(self.run_id)
+        self.redis: RedisServer | None = None
+        self.client: redis.Redis | None = None
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.pids: dict[str, int] = {}
+        self.password = ""
+        self.redis_url = ""
+        self._pubsub: Any = None
+        self._stopped = False
+
+    @property
+    def hosts(self) -> list[str]:
+        return sorted(h for h, ht in self.group.hosts.items() if ht.tools)
+
+    # --- set up ---------------------------------------------------------------
+
+    def start(self) -> Controller:
+        """Redis, then the sink and every meister; returns when all are ready."""
+        for host in self.hosts:
+            if not (is_local(host) or host in self.local_hosts):
+                raise UsageError(
+                    f"host {host} is remote; remote tool meisters (over SSH) are not "
+                    "available in this version: register tools on the local host"
+                )
+        self.tm_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start()
+        except BaseException:
+            self.stop(quiet=True)
+            raise
+        return self
+
+    def _start(self) -> None:
+        self.redis = RedisServer(
+            self.tm_dir, timeout=self.deadlines.startup, die_with_parent=self.die_with_parent
+        )
+        self.redis.start()
+        assert self.redis.proc is not None
+        self.pids["redis"] = self.redis.proc.pid
+        self.password, self.redis_url = self.redis.password, self.redis.url
+        self.client = bus.connect(self.redis_url, self.password)
+        token = secrets.token_urlsafe(24)
+        deadlines = self.deadlines.as_dict()
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(self.keys.sink_config, json.dumps({
+            "run_id": self.run_id, "hosts": self.hosts, "token": token,
+            "bind": "127.0.0.1", "deadlines": deadlines, "plugins": self.plugins,
+        }))
+        for host in self.hosts:
+            pipe.set(self.keys.meister_config(host), json.dumps({
+                "run_id": self.run_id, "host": host, "group": self.group.name,
+                "tools": self.group.hosts[host].tools, "token": token,
+                "deadlines": deadlines, "plugins": self.plugins,
+            }))
+        pipe.execute()
+        ready = self.client.pubsub(ignore_subscribe_messages=True)
+        ready.subscribe(self.keys.ready)
+        try:
+            self._spawn("tds", [sys.executable, "-m", "pbench_runner.sink"])
+            for host in self.hosts:
+                self._spawn(host, [sys.executable, "-m", "pbench_runner.meister", "--host", host])
+            self._wait_ready(ready)
+        finally:
+            ready.close()
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        env = {**os.environ, bus.PASSWORD_ENV: self.password, bus.RUN_ID_ENV: self.run_id}
+        log_name = "tds.log" if name == "tds" else f"tm-{name}.log"
+        with open(self.tm_dir / log_name, "ab") as logf:
+            proc = procs.spawn(
+                [*argv, "--redis", self.redis_url, "--run-id", self.run_id],
+                stdout=logf, stderr=subprocess.STDOUT, env=env,
+                die_with_parent=self.die_with_parent,
+            )
+        self.procs[name] = proc
+        self.pids[name] = proc.pid
+
+    def _wait_ready(self, ready: Any) -> None:
+        assert self.client is not None
+        names = {bus.SINK: "tds", **{h: h for h in self.hosts}}
+        deadline = time.monotonic() + self.deadlines.startup
+        seen: dict[str, dict[str, Any]] = {}
+        while True:
+            for raw in self.client.hvals(self.keys.ready) if len(seen) < len(names) else ():
+                entry = json.loads(raw)
+                seen[entry["name"]] = entry
+            failed = {n: e["errors"] for n, e in seen.items() if not e["ok"]}
+            if failed:
+                raise ActionError("tool-meister-start", failed)
+            waiting = [n for n in names if n not in seen]
+            if not waiting:
+                return
+            for name in waiting:
+                proc = self.procs[names[name]]
+                if proc.poll() is not None:
+                    log = self.tm_dir / ("tds.log" if name == bus.SINK else f"tm-{name}.log")
+                    who = "the Tool Data Sink" if name == bus.SINK else f"host {name}: tool meister"
+                    raise StartupError(
+                        f"{who} exited with status {proc.returncode} before it was ready; "
+                        f"{log} ends with:\n{procs.tail(log)}"
+                    )
+            if time.monotonic() >= deadline:
+                raise DeadlineExceeded(
+                    "tool-meister-start", self.deadlines.startup,
+                    ["tool data sink" if n == bus.SINK else n for n in waiting],
+                )
+            ready.get_message(timeout=0.05)
+
+    # --- attach to a session left running by tool-meister-start ----------------
+
+    def session_info(self) -> SessionInfo:
+        return SessionInfo(
+            run_id=self.run_id, group=self.group.name, redis_url=self.redis_url,
+            password=self.password, hosts=self.hosts, tm_dir=str(self.tm_dir),
+            result_dir=str(self.result_dir), deadlines=self.deadlines.as_dict(), pids=self.pids,
+        )
+
+    @classmethod
+    def attach(cls, info: SessionInfo) -> Controller:
+        group = ToolGroup(info.group, {})
+        self = cls(group, Path(info.tm_dir), deadlines=Deadlines(**info.deadlines))
+        self.run_id, self.keys = info.run_id, bus.Keys(info.run_id)
+        self.password, self.redis_url = info.password, info.redis_url
+        self.pids = dict(info.pids)
+        self._attached_hosts = list(info.hosts)
+        self.result_dir = Path(info.result_dir)
+        self.client = bus.connect(self.redis_url, self.password)
+        return self
+
+    # --- actions ------------------------------------------------------------------
+
+    def _timeout(self, name: str) -> float:
+        if name == "send":
+            return self.deadlines.send
+        if name == "terminate":
+            return self.deadlines.shutdown
+        return self.deadlines.action
+
+    def publish(self, name: str, directory: Path | str, args: Mapping[str, Any] | None = None,
+                timeout: float | None = None) -> bus.Result:
+        """Publish one action and wait for the sink's single result for it."""
+        if self.client is None:
+            raise InfrastructureError("the tool meister session is not running")
+        timeout = timeout or self._timeout(name)
+        if self._pubsub is None:
+            self._pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            self._pubsub.subscribe(self.keys.result_channel)
+        seq = int(self.client.incr(self.keys.seq))
+        action = bus.Action(
+            id=f"{seq}-{secrets.token_hex(3)}", seq=seq, action=name, group=self.group.name,
+            directory=str(directory), args={**(args or {}), "timeout": timeout},
+        )
+        payload = action.dumps()
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(self.keys.action, payload)
+        pipe.publish(self.keys.action, payload)
+        pipe.execute()
+        return self._wait_result(action, timeout)
+
+    def _wait_result(self, action: bus.Action, timeout: float) -> bus.Result:
+        assert self.client is not None
+        verb = ACTION_VERBS.get(action.action, action.action)
+        # The sink enforces the deadline per host; ours only catches a dead sink.
+        deadline = time.monotonic() + timeout + 2.0
+        next_check = time.monotonic() + 0.5
+        while True:
+            msg = self._pubsub.get_message(timeout=0.1)
+            if msg and msg["type"] == "message":
+                result = bus.Result.loads(msg["data"])
+                if result.id == action.id:
+                    return result
+            now = time.monotonic()
+            if now >= next_check:
+                next_check = now + 0.5
+                raw = self.client.get(self.keys.result(action.id))
+                if raw is not None:
+                    return bus.Result.loads(raw)
+                if not self.client.exists(self.keys.alive(bus.SINK)):
+                    raise InfrastructureError(
+                        f"{verb}: the Tool Data Sink stopped answering; "
+                        f"see {self.tm_dir / 'tds.log'}"
+                    )
+            if now >= deadline:
+                answered = {r.decode() for r in self.client.hkeys(self.keys.reports(action.id))}
+                hosts = getattr(self, "_attached_hosts", None) or self.hosts
+                raise DeadlineExceeded(verb, timeout, [h for h in hosts if h not in answered])
+
+    def run_action(self, name: str, directory: Path | str,
+                   args: Mapping[str, Any] | None = None) -> bus.Result:
+        """Like :meth:`publish`, but raise :class:`ActionError` unless every host succeeded."""
+        result = self.publish(name, directory, args)
+        if not result.ok:
+            raise ActionError(ACTION_VERBS.get(name, name), result.failures())
+        return result
+
+    # --- tear down -------------------------------------------------------------------
+
+    def stop(self, quiet: bool = False) -> list[str]:
+        """Terminate every meister and the sink, then Redis; returns problems seen.
+
+        Whatever happens, no process of this run is left: stragglers are killed.
+        """
+        if self._stopped:
+            return []
+        self._stopped = True
+        problems: list[str] = []
+        if self.client is not None and self.pids:
+            try:
+                result = self.publish("terminate", "", timeout=self.deadlines.shutdown)
+                problems.extend(f"host {h}: {'; '.join(e)}" for h, e in result.failures().items())
+            except (InfrastructureError, redis.exceptions.RedisError) as exc:
+                problems.append(str(exc))
+        self._wait_exit()
+        if self.redis is not None:
+            self.redis.stop()
+        leftovers = procs.kill_run(self.run_id, timeout=2.0)
+        if leftovers and not quiet:
+            problems.append(f"killed {len(leftovers)} process(es) that did not exit: {leftovers}")
+        if self._pubsub is not None:
+            self._pubsub.close()
+        if self.client is not None:
+            self.client.close()
+        return problems
+
+    def _wait_exit(self) -> None:
+        others = {n: p for n, p in self.pids.items() if n != "redis"}
+        if self.procs:
+            deadline = time.monotonic() + self.deadlines.shutdown
+            for name, proc in self.procs.items():
+                try:
+                    proc.wait(timeout=max(0.01, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    procs.stop(proc, timeout=1.0)
+                    others.pop(name, None)
+        else:
+            procs.wait_until(lambda: not any(procs.pid_alive(p) for p in others.values()),
+                             self.deadlines.shutdown)
+        if self.redis is None and "redis" in self.pids:
+            procs.kill_run(self.run_id, timeout=2.0)
+
+    def __enter__(self) -> Controller:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop(quiet=exc is not None)

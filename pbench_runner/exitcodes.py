@@ -1,0 +1,24 @@
+"""The exit statuses of the ``pbench`` command."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """What ``pbench`` exits with (``user-benchmark`` passes its command's status on)."""
+
+    #: everything worked
+    OK = 0
+    #: a benchmark failed (for user-benchmark: the command's own status is used)
+    BENCHMARK_FAILED = 1
+    #: bad command line, configuration or input file
+    USAGE_ERROR = 2
+    #: a metric regressed past its threshold
+    REGRESSION = 3
+    #: a host, a tool, Redis or the sink failed
+    INFRASTRUCTURE_ERROR = 4
+    #: SIGINT (128 + 2), after cleaning up
+    INTERRUPTED = 130
+    #: SIGTERM (128 + 15), after cleaning up
+    TERMINATED = 143

@@ -1,0 +1,338 @@
+"""The Tool Meister: one process per host that runs that host's tools.
+
+It fetches its configuration from Redis (key ``tm:<host>``), checks that every
+tool's programs are present, reports ready, then follows the actions the
+controller publishes: ``start``, ``stop``, ``send`` (tar the tool data and PUT
+it to the Tool Data Sink), ``sysinfo`` and ``terminate``.  Each action is
+answered with one report for this host.
+
+If the connection to Redis drops, the meister reconnects and reads the
+``action`` key, so an action published while it was away is not missed.  If
+Redis stays away past the reconnect deadline, it stops its tools and exits.
+
+Run as ``python -m pbench_runner.meister --redis URL --run-id ID --host NAME``
+with the password in ``$PBENCH_REDIS_PASSWORD``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+import redis
+
+from pbench_runner import __version__, bus
+from pbench_runner.errors import PbenchError, ProgramMissing, StartupError
+from pbench_runner.heartbeat import Heartbeat
+from pbench_runner.pluginmanager import ToolRegistry, get_plugin_manager, tool_registry
+from pbench_runner.sysinfo import SysinfoItem, collect, select_items
+from pbench_runner.tarballs import pack
+from pbench_runner.tools import Tool, ToolContext, ToolSpec
+
+log = logging.getLogger("pbench.meister")
+
+
+class Terminate(Exception):
+    """Raised by the signal handler to leave the main loop."""
+
+
+def _dir_key(directory: str) -> str:
+    return hashlib.sha1(directory.encode()).hexdigest()[:16]
+
+
+class ToolMeister:
+    """Context manager: set up on enter (config, checks, ready), clean up on exit."""
+
+    def __init__(self, url: str, run_id: str, host: str, password: str | None = None) -> None:
+        self.url = url
+        self.keys = bus.Keys(run_id)
+        self.host = host
+        self.password = password
+        self.client = bus.connect(url, password)
+        self.config: dict[str, Any] = {}
+        self.specs: dict[str, ToolSpec] = {}
+        self.sysinfo_items: list[SysinfoItem] = []
+        #: directory -> tool name -> running tool
+        self.running: dict[str, dict[str, Tool]] = {}
+        #: directory -> tools stopped and waiting for ``send``
+        self.stopped: dict[str, dict[str, Tool]] = {}
+        self.last_seq = 0
+        self.workdir = Path()
+        self._heartbeat: Heartbeat | None = None
+
+    # --- setup -------------------------------------------------------------
+
+    def __enter__(self) -> ToolMeister:
+        raw = self.client.get(self.keys.meister_config(self.host))
+        if raw is None:
+            raise StartupError(f"host {self.host}: no configuration in Redis for this run")
+        self.config = json.loads(raw)
+        base = Path(self.config.get("workdir") or tempfile.gettempdir())
+        self.workdir = base / f"pbench-tm-{self.keys.run_id}-{self.host}"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._heartbeat = Heartbeat(self.client, self.keys.alive(self.host)).__enter__()
+        errors = self._load_tools()
+        info = {
+            "pid": os.getpid(),
+            "hostname": socket.gethostname(),
+            "version": __version__,
+            "tools": sorted(self.specs),
+        }
+        bus.mark_ready(self.client, self.keys, self.host, not errors, info, errors)
+        if errors:
+            raise StartupError("\n".join(errors))
+        return self
+
+    def _load_tools(self) -> list[str]:
+        try:
+            pm = get_plugin_manager(self.config.get("plugins", ()))
+            registry: ToolRegistry = tool_registry(pm)
+        except PbenchError as exc:
+            return [f"host {self.host}: {exc}"]
+        errors = []
+        for name in self.config.get("tools", {}):
+            try:
+                spec = registry.get(name)
+            except PbenchError as exc:
+                errors.append(f"host {self.host}: {exc}")
+                continue
+            for program, package in spec.missing_programs().items():
+                errors.append(str(ProgramMissing(self.host, name, program, package)))
+            self.specs[spec.name] = spec
+        for items in pm.hook.pbench_sysinfo_items():
+            self.sysinfo_items.extend(items or ())
+        return errors
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop_all()
+        if self._heartbeat is not None:
+            self._heartbeat.__exit__(None, None, None)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        self.client.close()
+
+    # --- main loop -----------------------------------------------------------
+
+    def serve(self) -> None:
+        """Follow actions until ``terminate`` or until Redis is gone for good."""
+        reconnect = float(self.config.get("deadlines", {}).get("reconnect", 30.0))
+        while True:
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(self.keys.action)
+                # An action published while we were not subscribed is in the key.
+                if self._maybe_handle(self.client.get(self.keys.action)):
+                    return
+                while True:
+                    msg = pubsub.get_message(timeout=1.0)
+                    if msg and msg["type"] == "message" and self._maybe_handle(msg["data"]):
+                        return
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                log.warning("lost Redis (%s); reconnecting for up to %g s", exc, reconnect)
+                if not self._reconnect(reconnect):
+                    log.error("Redis did not come back within %g s; stopping tools", reconnect)
+                    return
+            finally:
+                pubsub.close()
+
+    def _reconnect(self, deadline_s: float) -> bool:
+        deadline = time.monotonic() + deadline_s
+        delay = 0.05
+        while time.monotonic() < deadline:
+            try:
+                self.client.ping()
+                return True
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        return False
+
+    def _maybe_handle(self, data: bytes | None) -> bool:
+        """Handle a new action; True when the meister should exit."""
+        if data is None:
+            return False
+        action = bus.Action.loads(data)
+        if action.seq <= self.last_seq:
+            return False
+        self.last_seq = action.seq
+        report = self.handle(action)
+        bus.publish_report(self.client, self.keys, report)
+        return action.action == "terminate"
+
+    # --- actions ---------------------------------------------------------------
+
+    def handle(self, action: bus.Action) -> bus.Report:
+        began = time.monotonic()
+        errors: list[str] = []
+        info: dict[str, Any] = {}
+        handler = getattr(self, f"_do_{action.action}", None)
+        if handler is None:
+            errors.append(f"host {self.host}: unknown action {action.action!r}")
+        elif action.group != self.config.get("group") and action.action != "terminate":
+            errors.append(
+                f"host {self.host}: action for tool group {action.group!r}, but this meister "
+                f"runs group {self.config.get('group')!r}"
+            )
+        else:
+            try:
+                handler(action, errors, info)
+            except PbenchError as exc:
+                errors.append(str(exc))
+            except OSError as exc:
+                errors.append(f"host {self.host}: {action.action}: {exc}")
+        info["seconds"] = round(time.monotonic() - began, 4)
+        return bus.Report(
+            id=action.id, host=self.host, action=action.action, ok=not errors,
+            errors=errors, info=info,
+        )
+
+    def _tool_dir(self, directory: str) -> Path:
+        return self.workdir / _dir_key(directory)
+
+    def _do_start(self, action: bus.Action, errors: list[str], info: dict[str, Any]) -> None:
+        if action.directory in self.running:
+            errors.append(f"host {self.host}: tools already started for {action.directory}")
+            return
+        started: dict[str, Tool] = {}
+        self.running[action.directory] = started
+        base = self._tool_dir(action.directory)
+        for name, options in self.config.get("tools", {}).items():
+            spec = self.specs[name]
+            ctx = ToolContext(
+                host=self.host, tool=name, group=action.group, options=options,
+                outdir=base / name,
+            )
+            try:
+                tool = spec.factory(ctx)
+                facts = tool.start()
+            except Exception as exc:  # a plugin's failure is reported, never fatal
+                errors.append(_tool_error(self.host, name, "start", exc))
+                continue
+            started[name] = tool
+            if facts:
+                info[name] = dict(facts)
+
+    def _do_stop(self, action: bus.Action, errors: list[str], info: dict[str, Any]) -> None:
+        tools = self.running.pop(action.directory, None)
+        if tools is None:
+            errors.append(f"host {self.host}: no tools were started for {action.directory}")
+            return
+        for name, tool in tools.items():  # every tool is reached even if one fails
+            try:
+                tool.stop()
+            except Exception as exc:
+                errors.append(_tool_error(self.host, name, "stop", exc))
+        self.stopped[action.directory] = tools
+
+    def _do_send(self, action: bus.Action, errors: list[str], info: dict[str, Any]) -> None:
+        tools = self.stopped.pop(action.directory, {})
+        for name, tool in tools.items():
+            try:
+                tool.postprocess()
+            except Exception as exc:
+                errors.append(_tool_error(self.host, name, "postprocess", exc))
+        source = self._tool_dir(action.directory)
+        try:
+            info.update(self._upload(action, source))
+        finally:
+            shutil.rmtree(source, ignore_errors=True)
+
+    def _do_sysinfo(self, action: bus.Action, errors: list[str], info: dict[str, Any]) -> None:
+        items = select_items(self.sysinfo_items, str(action.args.get("sysinfo", "default")))
+        source = self.workdir / f"sysinfo-{action.seq}"
+        try:
+            status = collect(items, source)
+            info["failed_items"] = sorted(n for n, s in status.items() if not s["ok"])
+            info.update(self._upload(action, source))
+        finally:
+            shutil.rmtree(source, ignore_errors=True)
+
+    def _do_terminate(self, action: bus.Action, errors: list[str], info: dict[str, Any]) -> None:
+        errors.extend(self._stop_all())
+
+    def _upload(self, action: bus.Action, source: Path) -> dict[str, Any]:
+        from pbench_runner.upload import put_tarball  # requests is slow to import
+
+        tarball = self.workdir / f"{action.id}.tar"
+        try:
+            md5, size = pack(source, tarball)
+            url = f"{self._sink_url()}/api/v1/data/{action.id}/{self.host}"
+            deadline = float(action.args.get("timeout", 600.0))
+            put_tarball(url, tarball, md5, self.config["token"], timeout=deadline)
+        finally:
+            tarball.unlink(missing_ok=True)
+        return {"bytes": size, "md5": md5}
+
+    def _sink_url(self) -> str:
+        raw = self.client.hget(self.keys.ready, bus.SINK)
+        if raw is None:
+            raise StartupError(f"host {self.host}: the Tool Data Sink has not reported its address")
+        return str(json.loads(raw)["info"]["url"])
+
+    def _stop_all(self) -> list[str]:
+        errors = []
+        for directory in list(self.running):
+            for name, tool in self.running.pop(directory).items():
+                try:
+                    tool.stop()
+                except Exception as exc:
+                    errors.append(_tool_error(self.host, name, "stop", exc))
+        return errors
+
+
+def _tool_error(host: str, tool: str, step: str, exc: BaseException) -> str:
+    text = str(exc)
+    if f"tool {tool!r} on host {host}" in text:
+        return text
+    return f"tool {tool!r} on host {host}: {step} failed: {type(exc).__name__}: {text}"
+
+
+def _raise_terminate(signum: int, frame: FrameType | None) -> None:
+    raise Terminate(signal.Signals(signum).name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pbench-tool-meister")
+    parser.add_argument("--redis", required=True, help="redis://HOST:PORT/0")
+    parser.add_argument("--run-id", required=True)
+    parser.add_argument("--host", required=True, help="the host name this meister serves")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"%(asctime)s tm[{args.host}] %(levelname)s %(message)s",
+    )
+    signal.signal(signal.SIGTERM, _raise_terminate)
+    signal.signal(signal.SIGINT, _raise_terminate)
+    try:
+        with ToolMeister(args.redis, args.run_id, args.host) as meister:
+            meister.serve()
+    except Terminate as exc:
+        log.info("stopped by %s", exc)
+        return 0
+    except PbenchError as exc:
+        log.error("%s", exc)
+        return 2
+    except redis.exceptions.RedisError as exc:
+        log.error("Redis: %s", exc)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Building the plugin manager and the tool registry from it."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import pluggy
+
+from pbench_runner import hookspecs
+from pbench_runner.errors import UsageError
+from pbench_runner.tools import ToolSpec
+
+log = logging.getLogger(__name__)
+
+#: The entry-point group of tool plugins, built-in and third-party alike.
+ENTRY_POINT_GROUP = "pbench_runner.tools"
+
+
+def get_plugin_manager(extra: Iterable[str] = ()) -> pluggy.PluginManager:
+    """A plugin manager with every installed plugin and the modules in ``extra``."""
+    pm = pluggy.PluginManager("pbench_runner")
+    pm.add_hookspecs(hookspecs)
+    pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    for name in extra:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            raise UsageError(f"cannot import plugin module {name!r}: {exc}") from exc
+        if not pm.is_registered(module):
+            pm.register(module, name=name)
+    return pm
+
+
+@dataclass(frozen=True)
+class ToolRegistry:
+    """Every tool the loaded plugins provide, by name and alias."""
+
+    specs: Mapping[str, ToolSpec]
+    aliases: Mapping[str, str]
+
+    def get(self, name: str) -> ToolSpec:
+        canonical = self.aliases.get(name, name)
+        try:
+            return self.specs[canonical]
+        except KeyError:
+            known = ", ".join(sorted(self.specs)) or "none"
+            raise UsageError(
+                f"unknown tool {name!r}; tools available: {known} "
+                "(a third-party tool needs its plugin installed, see `pbench list-tools --available`)"
+            ) from None
+
+    def canonical(self, name: str) -> str:
+        return self.get(name).name
+
+
+def tool_registry(pm: pluggy.PluginManager) -> ToolRegistry:
+    specs: dict[str, ToolSpec] = {}
+    owners: dict[str, str] = {}
+    aliases: dict[str, str] = {}
+    for impl in pm.hook.pbench_tool_specs.get_hookimpls():
+        owner = impl.plugin_name
+        for spec in impl.function() or ():
+            for name in (spec.name, *spec.aliases):
+                if name in owners:
+                    raise UsageError(
+                        f"tool name {name!r} is provided by two plugins: {owners[name]} and {owner}"
+                    )
+                owners[name] = owner
+            specs[spec.name] = spec
+            for alias in spec.aliases:
+                aliases[alias] = spec.name
+    return ToolRegistry(specs=specs, aliases=aliases)

@@ -1,0 +1,207 @@
+"""Starting and stopping child processes so that none is ever left behind.
+
+Every child runs in its own session (its own process group), so stopping it
+stops everything it started.  By default a child also gets the kernel's
+parent-death signal: if the process that started it dies, even by SIGKILL,
+the child gets SIGTERM.  Every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+_PR_SET_PDEATHSIG = 1
+_libc: Any = None
+
+
+def _prctl_pdeathsig(sig: int) -> None:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    _libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+
+def _child_setup(die_with_parent: bool, parent_pid: int) -> None:
+    os.setsid()
+    if die_with_parent:
+        _prctl_pdeathsig(signal.SIGTERM)
+        # The parent may have died between fork and prctl.
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    stdout: IO[Any] | int | None = subprocess.DEVNULL,
+    stderr: IO[Any] | int | None = subprocess.DEVNULL,
+    stdin: IO[Any] | int | None = subprocess.DEVNULL,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | str | None = None,
+    die_with_parent: bool = True,
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in a new process group.
+
+    With ``die_with_parent`` the child is sent SIGTERM when this process
+    (strictly: the thread that called ``spawn``) exits.
+    """
+    parent = os.getpid()
+    return subprocess.Popen(
+        list(argv),
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        env=dict(env) if env is not None else None,
+        cwd=cwd,
+        close_fds=True,
+        preexec_fn=lambda: _child_setup(die_with_parent, parent),
+    )
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            state = fh.read().rpartition(")")[2].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def signal_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to a process group; False if it no longer exists."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    return True
+
+
+def group_alive(pgid: int) -> bool:
+    """True while any process of group ``pgid`` exists (zombies excluded)."""
+    for pid in pids_in_group(pgid):
+        if pid_alive(pid):
+            return True
+    return False
+
+
+def pids_in_group(pgid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as fh:
+                fields = fh.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if len(fields) > 2 and int(fields[2]) == pgid:
+            pids.append(int(entry))
+    return pids
+
+
+def stop(
+    proc: subprocess.Popen[Any],
+    *,
+    sig: int = signal.SIGTERM,
+    timeout: float = 5.0,
+) -> int | None:
+    """Stop ``proc`` and its whole process group; return its exit status.
+
+    Sends ``sig`` to the group, waits up to ``timeout`` seconds, then sends
+    SIGKILL to whatever of the group is left.  Never raises for a process
+    that is already gone.
+    """
+    pgid = proc.pid
+    if proc.poll() is None or group_alive(pgid):
+        signal_group(pgid, sig)
+    deadline = time.monotonic() + timeout
+    try:
+        proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        pass
+    while group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if proc.poll() is None or group_alive(pgid):
+        signal_group(pgid, signal.SIGKILL)
+        try:
+            proc.wait(timeout=5.0)
+        except subprocess.TimeoutExpired:
+            return None
+    return proc.returncode
+
+
+def wait_until(predicate: Any, timeout: float, interval: float = 0.01) -> bool:
+    """Poll ``predicate()`` until true or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def tail(path: Path, lines: int = 10) -> str:
+    """The last ``lines`` lines of a log file, or '' when it does not exist."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 8192))
+            data = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(data.splitlines()[-lines:])
+
+
+def _environ_has(pid: int, needle: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            return needle in fh.read().split(b"\0")
+    except OSError:
+        return False
+
+
+def run_pids(run_id: str, env_name: str = "PBENCH_RUN_ID") -> list[int]:
+    """Every live process whose environment marks it as part of run ``run_id``."""
+    needle = f"{env_name}={run_id}".encode()
+    me = os.getpid()
+    ancestors = {me, os.getppid()}
+    return [
+        int(entry)
+        for entry in os.listdir("/proc")
+        if entry.isdigit()
+        and int(entry) not in ancestors
+        and pid_alive(int(entry))
+        and _environ_has(int(entry), needle)
+    ]
+
+
+def kill_run(run_id: str, timeout: float = 5.0) -> list[int]:
+    """SIGTERM, then SIGKILL, every process of run ``run_id``; returns their pids."""
+    pids = run_pids(run_id)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    wait_until(lambda: not any(pid_alive(p) for p in pids), timeout)
+    for pid in pids:
+        if pid_alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    wait_until(lambda: not any(pid_alive(p) for p in pids), 2.0)
+    return pids

@@ -1,0 +1,80 @@
+"""A running tool meister session, saved so that later commands can reach it.
+
+``pbench tool-meister-start`` writes ``<run-dir>/sessions/<run-id>.json``
+(mode 0600: it holds the Redis password); ``start-tools``, ``stop-tools``,
+``send-tools``, ``tool-meister-stop`` and ``kill`` read it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pbench_runner.errors import SessionError
+
+
+@dataclass
+class SessionInfo:
+    run_id: str
+    group: str
+    redis_url: str
+    password: str
+    hosts: list[str]
+    tm_dir: str
+    result_dir: str
+    deadlines: dict[str, float]
+    pids: dict[str, int] = field(default_factory=dict)
+    created: float = field(default_factory=time.time)
+
+
+def sessions_dir(run_dir: Path) -> Path:
+    return run_dir / "sessions"
+
+
+def save(run_dir: Path, info: SessionInfo) -> Path:
+    directory = sessions_dir(run_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{info.run_id}.json"
+    fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(asdict(info), fh, indent=2)
+    os.replace(path.with_suffix(".tmp"), path)
+    return path
+
+
+def remove(run_dir: Path, run_id: str) -> None:
+    (sessions_dir(run_dir) / f"{run_id}.json").unlink(missing_ok=True)
+
+
+def all_sessions(run_dir: Path) -> list[SessionInfo]:
+    found = []
+    for path in sorted(sessions_dir(run_dir).glob("*.json")):
+        try:
+            data: dict[str, Any] = json.loads(path.read_text())
+            found.append(SessionInfo(**data))
+        except (OSError, ValueError, TypeError) as exc:
+            raise SessionError(f"session file {path} is unreadable ({exc}); remove it") from exc
+    return found
+
+
+def find(run_dir: Path, run_id: str | None = None, group: str | None = None) -> SessionInfo:
+    """The one session matching ``run_id`` / ``group``; an error names the choices."""
+    sessions = all_sessions(run_dir)
+    matches = [
+        s for s in sessions
+        if (run_id is None or s.run_id == run_id) and (group is None or s.group == group)
+    ]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        what = f"run id {run_id}" if run_id else f"tool group {group}" if group else "any"
+        raise SessionError(
+            f"no tool meister session for {what} in {run_dir}; "
+            "start one with `pbench tool-meister-start`"
+        )
+    listed = ", ".join(f"{s.run_id} (group {s.group})" for s in matches)
+    raise SessionError(f"several tool meister sessions are running: {listed}; choose with --run-id")

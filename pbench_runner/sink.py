@@ -1,0 +1,270 @@
+"""The Tool Data Sink: a CherryPy process that gathers every host's answers.
+
+It fetches its configuration from Redis (key ``tds``), serves
+``PUT /api/v1/data/<action-id>/<host>`` for the meisters' tarballs, and for
+every action counts the answers *by host*: it publishes one result for the
+controller when every registered host has answered, when a host's heartbeat
+stops, or when the action's deadline passes, naming the hosts that did not
+answer.
+
+Run as ``python -m pbench_runner.sink --redis URL --run-id ID`` with the
+password in ``$PBENCH_REDIS_PASSWORD``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import cherrypy
+import redis
+
+from pbench_runner import bus
+from pbench_runner.heartbeat import Heartbeat
+from pbench_runner.pluginmanager import get_plugin_manager
+from pbench_runner.sinkhttp import DataAPI, Upload
+
+log = logging.getLogger("pbench.sink")
+
+HEARTBEAT_CHECK = 0.5
+
+
+@dataclass
+class Tracker:
+    """One action in progress: who has answered, and by when all must."""
+
+    action: bus.Action
+    expected: frozenset[str]
+    deadline: float
+    reports: dict[str, bus.Report] = field(default_factory=dict)
+    lost: dict[str, str] = field(default_factory=dict)
+
+    def add(self, report: bus.Report) -> None:
+        if report.host in self.expected:
+            self.reports[report.host] = report
+            self.lost.pop(report.host, None)
+
+    def outstanding(self) -> list[str]:
+        return sorted(self.expected - self.reports.keys() - self.lost.keys())
+
+    def result(self, timed_out: bool = False) -> bus.Result:
+        hosts = {host: list(rep.errors) for host, rep in self.reports.items()}
+        for host, why in self.lost.items():
+            hosts[host] = [why]
+        missing = self.outstanding() if timed_out else []
+        info = {host: rep.info for host, rep in self.reports.items()}
+        ok = not missing and all(not errs for errs in hosts.values())
+        return bus.Result(
+            id=self.action.id, action=self.action.action, ok=ok, hosts=hosts,
+            missing=missing, info=info,
+        )
+
+
+class ToolDataSink:
+    """The sink's Redis side: actions in, one result per action out."""
+
+    def __init__(self, url: str, run_id: str, password: str | None = None) -> None:
+        self.keys = bus.Keys(run_id)
+        self.client = bus.connect(url, password)
+        raw = self.client.get(self.keys.sink_config)
+        if raw is None:
+            raise SystemExit(f"no Tool Data Sink configuration in Redis for run {run_id}")
+        self.config: dict[str, Any] = json.loads(raw)
+        self.hosts = frozenset(self.config["hosts"])
+        self.pm = get_plugin_manager(self.config.get("plugins", ()))
+        self.tracker: Tracker | None = None
+        self.last_seq = 0
+        #: reports that arrived before the sink saw their action
+        self.early: OrderedDict[str, list[bus.Report]] = OrderedDict()
+        self.uploads: dict[str, Upload] = {}
+        self.finished: set[str] = set()
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+
+    # --- called from HTTP threads ------------------------------------------
+
+    def upload_for(self, action_id: str) -> Upload | None | bool:
+        """The upload target of a send/sysinfo action; False once it is over."""
+        with self.lock:
+            if action_id in self.finished:
+                return False
+            return self.uploads.get(action_id)
+
+    def data_received(self, host: str, directory: Path, kind: str) -> None:
+        self.pm.hook.pbench_tool_data_received(host=host, directory=directory, kind=kind)
+
+    # --- the Redis loop ----------------------------------------------------------
+
+    def serve(self) -> None:
+        reconnect = float(self.config.get("deadlines", {}).get("reconnect", 30.0))
+        while not self.stopping.is_set():
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(self.keys.action, self.keys.report_channel)
+                self._on_action(self.client.get(self.keys.action))
+                if self.tracker is not None:
+                    for raw in self.client.hvals(self.keys.reports(self.tracker.action.id)):
+                        self.tracker.add(bus.Report.loads(raw))
+                next_check = 0.0
+                while not self.stopping.is_set():
+                    msg = pubsub.get_message(timeout=0.05)
+                    if msg and msg["type"] == "message":
+                        if msg["channel"].decode() == self.keys.action:
+                            self._on_action(msg["data"])
+                        else:
+                            self._on_report(bus.Report.loads(msg["data"]))
+                    now = time.monotonic()
+                    if self.tracker is not None and now >= next_check:
+                        self._check_liveness()
+                        next_check = now + HEARTBEAT_CHECK
+                    self._maybe_finish()
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                log.warning("lost Redis (%s); reconnecting for up to %g s", exc, reconnect)
+                if not _wait_for(self.client, reconnect):
+                    log.error("Redis did not come back; the sink exits")
+                    return
+            finally:
+                pubsub.close()
+
+    def _on_action(self, data: bytes | None) -> None:
+        if data is None:
+            return
+        action = bus.Action.loads(data)
+        if action.seq <= self.last_seq:
+            return
+        self.last_seq = action.seq
+        if self.tracker is not None:
+            log.warning("action %s superseded by %s", self.tracker.action.id, action.id)
+            self._finish(timed_out=True)
+        timeout = float(action.args.get("timeout", 60.0))
+        self.tracker = Tracker(action, self.hosts, time.monotonic() + timeout)
+        for report in self.early.pop(action.id, []):
+            self.tracker.add(report)
+        if action.action in ("send", "sysinfo"):
+            directory = Path(action.directory)
+            with self.lock:
+                self.uploads[action.id] = Upload(
+                    action=action, directory=directory, hosts=self.hosts,
+                )
+        log.info("action %s %s %s", action.action, action.group, action.directory)
+
+    def _on_report(self, report: bus.Report) -> None:
+        if self.tracker is not None and report.id == self.tracker.action.id:
+            self.tracker.add(report)
+            return
+        if report.id in self.finished:
+            return
+        self.early.setdefault(report.id, []).append(report)
+        while len(self.early) > 64:
+            self.early.popitem(last=False)
+
+    def _check_liveness(self) -> None:
+        assert self.tracker is not None
+        waiting = self.tracker.outstanding()
+        if not waiting:
+            return
+        alive = self.client.mget([self.keys.alive(h) for h in waiting])
+        for host, beat in zip(waiting, alive):
+            if beat is None:
+                self.tracker.lost[host] = (
+                    f"the tool meister stopped answering (no heartbeat for {bus.ALIVE_TTL} s)"
+                )
+
+    def _maybe_finish(self) -> None:
+        tracker = self.tracker
+        if tracker is None:
+            return
+        if not tracker.outstanding():
+            self._finish(timed_out=False)
+        elif time.monotonic() >= tracker.deadline:
+            self._finish(timed_out=True)
+
+    def _finish(self, timed_out: bool) -> None:
+        assert self.tracker is not None
+        result = self.tracker.result(timed_out)
+        action = self.tracker.action
+        self.tracker = None
+        with self.lock:
+            self.uploads.pop(action.id, None)
+            self.finished.add(action.id)
+        payload = result.dumps()
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(self.keys.result(action.id), payload, ex=24 * 3600)
+        pipe.publish(self.keys.result_channel, payload)
+        pipe.execute()
+        if action.action == "terminate":
+            self.stopping.set()
+
+
+def _wait_for(client: redis.Redis, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            client.ping()
+            return True
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            time.sleep(0.1)
+    return False
+
+
+def _stop_on_signal(sink: ToolDataSink) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        sink.stopping.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pbench-tool-data-sink")
+    parser.add_argument("--redis", required=True)
+    parser.add_argument("--run-id", required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s tds %(levelname)s %(message)s"
+    )
+    sink = ToolDataSink(args.redis, args.run_id)
+    _stop_on_signal(sink)
+    bind = sink.config.get("bind", "127.0.0.1")
+    threads = max(10, min(64, len(sink.hosts) + 4))
+    cherrypy.config.update(
+        {
+            "environment": "production",
+            "log.screen": False,
+            "log.access_file": "",
+            "engine.autoreload.on": False,
+            "server.socket_host": bind,
+            "server.socket_port": 0,
+            "server.thread_pool": threads,
+            "server.max_request_body_size": 0,
+            "server.socket_timeout": 60,
+            "checker.on": False,
+        }
+    )
+    cherrypy.tree.mount(DataAPI(sink, sink.config["token"]), "/api/v1", {"/": {}})
+    cherrypy.engine.start()
+    try:
+        host, port = cherrypy.server.bound_addr[:2]
+        url = f"http://{host}:{port}"
+        with Heartbeat(sink.client, sink.keys.alive(bus.SINK)):
+            bus.mark_ready(sink.client, sink.keys, bus.SINK, True, {"url": url, "pid": os.getpid()})
+            log.info("listening on %s", url)
+            sink.serve()
+    finally:
+        cherrypy.engine.exit()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""The types a tool plugin hands to pbench_runner.
+
+A tool plugin answers :func:`~pbench_runner.hookspecs.pbench_tool_specs` with
+one :class:`ToolSpec` per tool it provides.  The spec says what the tool is
+(transient or persistent), which options it takes and how they are checked,
+which programs it needs on a host (and which Debian package holds each), and
+how to build the object that runs it on a Tool Meister: a :class:`Tool`.
+
+A :class:`Tool` has a pyperf-style lifecycle: construct = check, ``start`` =
+begin collecting into ``ctx.outdir``, ``stop`` = end collecting, and
+``postprocess`` = turn raw output into machine-readable files before the
+meister tars ``outdir`` and sends it to the Tool Data Sink.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol, Union
+
+from pbench_runner.errors import ToolStoreError
+
+OptionValue = Union[str, int, float, bool]
+ToolKind = Literal["transient", "persistent"]
+
+
+def positive_int(text: str) -> int:
+    """Option converter: a whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"must be 1 or more, not {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """Option converter: a number greater than 0."""
+    value = float(text)
+    if not value > 0:
+        raise ValueError(f"must be greater than 0, not {text}")
+    return value
+
+
+def flag(text: str) -> bool:
+    """Option converter: ``--opt`` alone, or ``--opt=yes|no|true|false|1|0``."""
+    lowered = text.lower()
+    if lowered in ("", "1", "yes", "true", "on"):
+        return True
+    if lowered in ("0", "no", "false", "off"):
+        return False
+    raise ValueError(f"expected yes or no, not {text!r}")
+
+
+@dataclass(frozen=True)
+class ToolOption:
+    """One ``--name=value`` option of a tool."""
+
+    name: str
+    convert: Callable[[str], OptionValue]
+    default: OptionValue | None = None
+    help: str = ""
+    choices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """What a tool instance on a meister gets to know about its run."""
+
+    host: str
+    tool: str
+    group: str
+    options: Mapping[str, OptionValue]
+    outdir: Path
+
+
+class Tool(Protocol):
+    """A running instance of a tool on one host for one directory."""
+
+    def start(self) -> Mapping[str, Any] | None:
+        """Start collecting into ``ctx.outdir``; return facts for the sink (a port)."""
+
+    def stop(self) -> None:
+        """Stop collecting; must not raise for a tool that already died."""
+
+    def postprocess(self) -> None:
+        """Write machine-readable forms of the raw data into ``ctx.outdir``."""
+
+
+ToolFactory = Callable[[ToolContext], Tool]
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """What a plugin says about one tool it provides."""
+
+    name: str
+    kind: ToolKind
+    summary: str
+    factory: ToolFactory
+    options: Sequence[ToolOption] = ()
+    #: program name -> Debian package that provides it
+    programs: Mapping[str, str] = field(default_factory=dict)
+    aliases: Sequence[str] = ()
+
+    def option(self, name: str) -> ToolOption | None:
+        return next((o for o in self.options if o.name == name), None)
+
+    def validate(self, raw: Mapping[str, str]) -> dict[str, OptionValue]:
+        """Check raw ``--name=value`` strings; return converted values with defaults.
+
+        Raises :class:`ToolStoreError` naming the tool and the option.
+        """
+        values: dict[str, OptionValue] = {}
+        for name, text in raw.items():
+            opt = self.option(name)
+            if opt is None:
+                known = ", ".join(f"--{o.name}" for o in self.options) or "none"
+                raise ToolStoreError(
+                    f"tool {self.name!r} has no option --{name} (its options: {known})"
+                )
+            if opt.choices and text not in opt.choices:
+                raise ToolStoreError(
+                    f"tool {self.name!r}: --{name}={text} is not one of {', '.join(opt.choices)}"
+                )
+            try:
+                values[name] = opt.convert(text)
+            except ValueError as exc:
+                raise ToolStoreError(f"tool {self.name!r}: --{name}={text}: {exc}") from exc
+        for opt in self.options:
+            if opt.name not in values and opt.default is not None:
+                values[opt.name] = opt.default
+        return values
+
+    def missing_programs(self) -> dict[str, str]:
+        """Programs this host lacks, mapped to the package to install."""
+        return {prog: pkg for prog, pkg in self.programs.items() if shutil.which(prog) is None}
+
+
+def parse_tool_options(args: Sequence[str]) -> dict[str, str]:
+    """Turn ``["--interval=3", "--all"]`` into ``{"interval": "3", "all": ""}``."""
+    raw: dict[str, str] = {}
+    for arg in args:
+        if not arg.startswith("--") or arg == "--":
+            raise ToolStoreError(f"tool options look like --name=value, not {arg!r}")
+        name, _, value = arg[2:].partition("=")
+        if not name:
+            raise ToolStoreError(f"tool option {arg!r} has no name")
+        raw[name] = value
+    return raw

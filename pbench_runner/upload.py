@@ -1,0 +1,64 @@
+"""A meister's HTTP PUT of its tarball to the Tool Data Sink."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from pbench_runner.errors import TransferError
+
+#: 412: the sink is not yet ready for this action; 400: the MD5 did not match
+RETRY_STATUSES: Final = (400, 412, 429, 502, 503, 504)
+
+
+def session(retries: int = 60, backoff_max: float = 0.5) -> requests.Session:
+    """A session that retries PUTs on the statuses above with bounded backoff."""
+    retry = Retry(
+        total=retries,
+        connect=5,
+        read=3,
+        status=retries,
+        backoff_factor=0.01,
+        backoff_max=backoff_max,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=frozenset({"PUT"}),
+        raise_on_status=False,
+        respect_retry_after_header=True,
+    )
+    http = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry, pool_connections=1, pool_maxsize=1)
+    http.mount("http://", adapter)
+    http.mount("https://", adapter)
+    return http
+
+
+def put_tarball(
+    url: str,
+    tarball: Path,
+    md5: str,
+    token: str,
+    *,
+    timeout: float = 600.0,
+    http: requests.Session | None = None,
+) -> requests.Response:
+    """PUT ``tarball`` to ``url``; retries on 412 and MD5 mismatch, then raises on failure."""
+    http = http or session()
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Content-MD5": md5,
+        "Content-Type": "application/x-tar",
+    }
+    try:
+        with open(tarball, "rb") as body:
+            resp = http.put(url, data=body, headers=headers, timeout=(10.0, timeout))
+    except requests.RequestException as exc:
+        raise TransferError(f"PUT {url} failed: {exc}") from exc
+    if resp.status_code not in (200, 201):
+        raise TransferError(
+            f"PUT {url} answered {resp.status_code} {resp.reason}: {resp.text.strip()[:500]}"
+        )
+    return resp

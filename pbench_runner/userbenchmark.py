@@ -1,0 +1,226 @@
+"""``pbench user-benchmark``: the whole sequence diagram around one command.
+
+tool-meister-start → sysinfo (beg) → for every sample: start-tools → the
+command → stop-tools → send-tools → sysinfo (end) → tool-meister-stop.
+Tools are always stopped and their data sent, whatever happened to the
+command; an interrupted run keeps what it collected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+from pbench_runner import procs
+from pbench_runner.config import Deadlines
+from pbench_runner.controller import Controller
+from pbench_runner.errors import InfrastructureError, Interrupted, PbenchError, UsageError
+from pbench_runner.exitcodes import ExitCode
+from pbench_runner.resultdir import RunMetadata, make_result_dir
+from pbench_runner.toolstore import ToolGroup, ToolStore
+
+SCRIPT = "pbench-user-benchmark"
+ITERATION = "1-default"
+
+
+@dataclass
+class Options:
+    run_dir: Path
+    command: Sequence[str]
+    group: str = "default"
+    config: str = ""
+    samples: int = 1
+    sysinfo: str = "default"
+    plugins: Sequence[str] = ()
+    deadlines: Deadlines = field(default_factory=Deadlines)
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """Turn the first SIGINT/SIGTERM into :class:`Interrupted`; ignore later ones."""
+    state = {"hit": False}
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if state["hit"]:
+            print("pbench: still cleaning up, please wait", file=sys.stderr)
+            return
+        state["hit"] = True
+        raise Interrupted(signum)
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, previous in old.items():
+            signal.signal(sig, previous)
+
+
+def run_command(command: Sequence[str], sample_dir: Path, echo: IO[str]) -> dict[str, Any]:
+    """Run the user's command as one sample; its output is kept and echoed."""
+    (sample_dir / "command.txt").write_text(" ".join(command) + "\n")
+    began, start = time.monotonic(), dt.datetime.now()
+    cpu0 = _children_cpu()
+    try:
+        proc = procs.spawn(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           stdin=None, cwd=None)
+    except OSError as exc:
+        raise UsageError(f"cannot run the benchmark command {command[0]!r}: {exc}") from exc
+    try:
+        assert proc.stdout is not None
+        with open(sample_dir / "output.txt", "wb") as out:
+            for line in iter(proc.stdout.readline, b""):
+                out.write(line)
+                echo.write(line.decode(errors="replace"))
+        status = proc.wait()
+    except BaseException:
+        procs.stop(proc, timeout=3)
+        raise
+    result = {
+        "command": list(command),
+        "exit_status": status,
+        "start": start.isoformat(timespec="microseconds"),
+        "end": dt.datetime.now().isoformat(timespec="microseconds"),
+        "duration_s": round(time.monotonic() - began, 6),
+        "cpu_s": round(_children_cpu() - cpu0, 6),
+    }
+    (sample_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _children_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+class UserBenchmark:
+    """One run of ``pbench user-benchmark``."""
+
+    def __init__(self, opts: Options, err: IO[str] = sys.stderr, out: IO[str] = sys.stdout) -> None:
+        self.opts = opts
+        self.err, self.out = err, out
+        self.group: ToolGroup = ToolStore(opts.run_dir).load(opts.group)
+        self.result_dir = make_result_dir(opts.run_dir / "results", SCRIPT, opts.config)
+        self.meta = RunMetadata(
+            name=self.result_dir.name, script=SCRIPT, config=opts.config, group=self.group
+        )
+        self.problems: list[str] = []
+        self.exit_status = 0
+
+    def say(self, text: str) -> None:
+        print(f"pbench: {text}", file=self.err, flush=True)
+
+    def run(self) -> int:
+        reg = self.result_dir / "tool-registration"
+        reg.mkdir()
+        (reg / f"{self.group.name}.json").write_text(json.dumps(self.group.to_json(), indent=2))
+        self.meta.write(self.result_dir)
+        code: int = ExitCode.OK
+        try:
+            with interruptible():
+                if self.group.empty:
+                    self.say(
+                        f"no tools are registered in group {self.group.name!r}: the benchmark "
+                        "runs, but no tool data will be collected"
+                    )
+                    self._samples(None)
+                else:
+                    self._with_tools()
+        except Interrupted as exc:
+            self.meta.status = "interrupted"
+            self.say(f"{exc}; tools stopped, partial results kept")
+            code = ExitCode.INTERRUPTED if exc.signum == signal.SIGINT else ExitCode.TERMINATED
+        except InfrastructureError as exc:
+            self.meta.status = "failed"
+            self.problems.append(str(exc))
+            code = ExitCode.INFRASTRUCTURE_ERROR
+        except PbenchError as exc:
+            self.meta.status = "failed"
+            self.problems.append(str(exc))
+            code = ExitCode.USAGE_ERROR
+        finally:
+            self.meta.end = dt.datetime.now()
+            if self.meta.status == "running":
+                self.meta.status = "failed" if self.problems else "ok"
+            self.meta.extra["problems"] = self.problems
+            self.meta.write(self.result_dir)
+        for problem in self.problems:
+            self.say(problem)
+        if code == ExitCode.OK and self.problems:
+            code = ExitCode.INFRASTRUCTURE_ERROR
+        print(f"Result directory: {self.result_dir}", file=self.out, flush=True)
+        return code if code != ExitCode.OK else self.exit_status
+
+    def _with_tools(self) -> None:
+        hosts = sorted(self.group.hosts)
+        self.say(f"starting tool meisters for group {self.group.name!r} on {', '.join(hosts)}")
+        ctl = Controller(
+            self.group, self.result_dir / "tm", deadlines=self.opts.deadlines,
+            plugins=self.opts.plugins, result_dir=self.result_dir,
+        )
+        with ctl:
+            self.meta.run_id = ctl.run_id
+            self.meta.write(self.result_dir)
+            self._sysinfo(ctl, "beg")
+            self._samples(ctl)
+            self._sysinfo(ctl, "end")
+            self.problems.extend(ctl.stop())
+
+    def _sysinfo(self, ctl: Controller, when: str) -> None:
+        if self.opts.sysinfo == "none":
+            return
+        self.say(f"collecting sysinfo ({when})")
+        result = ctl.publish("sysinfo", self.result_dir / "sysinfo" / when,
+                             {"sysinfo": self.opts.sysinfo})
+        for host, errors in result.failures().items():
+            self.problems.append(f"sysinfo ({when}) on host {host}: {'; '.join(errors)}")
+
+    def _samples(self, ctl: Controller | None) -> None:
+        iteration = self.result_dir / ITERATION
+        record: dict[str, Any] = {"name": ITERATION, "user_script": " ".join(self.opts.command),
+                                  "samples": []}
+        self.meta.iterations.append(record)
+        for n in range(1, self.opts.samples + 1):
+            sample_dir = iteration / f"sample{n}"
+            sample_dir.mkdir(parents=True)
+            self.say(f"sample {n}/{self.opts.samples}")
+            result = self._sample(ctl, sample_dir)
+            record["samples"].append({"sample": n, **result})
+            if result.get("exit_status"):
+                self.exit_status = int(result["exit_status"])
+                self.say(f"sample {n}: the command exited with status {result['exit_status']}")
+
+    def _sample(self, ctl: Controller | None, sample_dir: Path) -> dict[str, Any]:
+        if ctl is None:
+            return run_command(self.opts.command, sample_dir, self.out)
+        failure: BaseException | None = None
+        result: dict[str, Any] = {}
+        try:
+            ctl.run_action("start", sample_dir)
+            result = run_command(self.opts.command, sample_dir, self.out)
+        except BaseException as exc:
+            failure = exc
+        # Whatever happened: stop every tool that started, and keep its data.
+        for verb in ("stop", "send"):
+            try:
+                ctl.run_action(verb, sample_dir)
+            except PbenchError as exc:
+                if failure is None:
+                    failure = exc
+                else:
+                    self.problems.append(str(exc))
+        if failure is not None:
+            raise failure
+        return result
+
