@@ -159,8 +159,13 @@ class Result:
         return failed
 
 
-def connect(url: str, password: str | None = None, *, timeout: float = 10.0) -> redis.Redis:
-    """A client for the run's Redis; the password comes from the environment by default."""
+def connect(
+    url: str, password: str | None = None, *, timeout: float = 10.0, name: str | None = None
+) -> redis.Redis:
+    """A client for the run's Redis; the password comes from the environment by default.
+
+    ``name`` is set as the connections' client name (``CLIENT LIST`` shows it).
+    """
     if password is None:
         password = os.environ.get(PASSWORD_ENV)
     return redis.Redis.from_url(
@@ -169,6 +174,7 @@ def connect(url: str, password: str | None = None, *, timeout: float = 10.0) -> 
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         health_check_interval=0,
+        client_name=name,
     )
 
 

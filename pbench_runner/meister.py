@@ -60,7 +60,7 @@ class ToolMeister:
         self.keys = bus.Keys(run_id)
         self.host = host
         self.password = password
-        self.client = bus.connect(url, password)
+        self.client = bus.connect(url, password, name=f"tm-{host}")
         self.config: dict[str, Any] = {}
         self.specs: dict[str, ToolSpec] = {}
         self.sysinfo_items: list[SysinfoItem] = []

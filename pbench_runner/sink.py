@@ -76,7 +76,7 @@ class ToolDataSink:
 
     def __init__(self, url: str, run_id: str, password: str | None = None) -> None:
         self.keys = bus.Keys(run_id)
-        self.client = bus.connect(url, password)
+        self.client = bus.connect(url, password, name="tds")
         raw = self.client.get(self.keys.sink_config)
         if raw is None:
             raise SystemExit(f"no Tool Data Sink configuration in Redis for run {run_id}")

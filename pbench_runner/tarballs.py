@@ -71,10 +71,13 @@ def receive(stream: IO[bytes], target: Path, length: int | None) -> tuple[str, i
 def check_members(tar: tarfile.TarFile, dest: Path) -> None:
     """Raise :class:`UnsafeTarball` naming the first member that is not safe.
 
-    Safe means what ``tarfile``'s ``data`` filter allows: no absolute path, no
-    ``..``, no link pointing outside ``dest``, no device or FIFO.
+    Safe means what ``tarfile``'s ``data`` filter allows (no ``..``, no link
+    pointing outside ``dest``, no device or FIFO), and no absolute name at all.
     """
     for member in tar.getmembers():
+        if member.name.startswith("/") or (member.islnk() and member.linkname.startswith("/")):
+            # The data filter would quietly make these relative; we refuse them.
+            raise UnsafeTarball(f"member {member.name!r}: absolute path")
         try:
             tarfile.data_filter(member, str(dest))
         except tarfile.FilterError as exc:
