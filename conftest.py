@@ -17,17 +17,19 @@ from pbench_runner import procs
 
 
 def pbench_processes() -> dict[int, str]:
-    """pid -> command line of every live process that belongs to some pbench run."""
+    """pid -> command line of every live process of some pbench run (and redis-servers)."""
     found = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
         try:
             with open(f"/proc/{entry}/environ", "rb") as fh:
-                if b"PBENCH_RUN_ID=" not in fh.read():
-                    continue
+                ours = b"PBENCH_RUN_ID=" in fh.read()
             with open(f"/proc/{entry}/cmdline", "rb") as fh:
                 cmd = fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            # redis-server overwrites its environment with its process title
+            if not ours and not cmd.startswith("/usr/bin/redis-server"):
+                continue
         except OSError:
             continue
         if procs.pid_alive(int(entry)):

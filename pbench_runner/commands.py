@@ -199,8 +199,12 @@ def kill(rdir: Path, args: argparse.Namespace, tail: list[str], _: Deadlines) ->
     if not run_ids:
         print(f"no tool meister sessions in {rdir}", file=sys.stderr)
         return ExitCode.OK
+    by_id = {s.run_id: s for s in sessions}
     for run_id in run_ids:
         pids = procs.kill_run(run_id)
+        redis_pid = by_id[run_id].pids.get("redis") if run_id in by_id else None
+        if redis_pid and procs.stop_pid(redis_pid, "redis-server"):
+            pids.append(redis_pid)
         session.remove(rdir, run_id)
         print(f"run {run_id}: stopped {len(pids)} process(es)" + (f": {pids}" if pids else ""))
     return ExitCode.OK

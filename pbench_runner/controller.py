@@ -93,7 +93,8 @@ class Controller:
 
     def _start(self) -> None:
         self.redis = RedisServer(
-            self.tm_dir, timeout=self.deadlines.startup, die_with_parent=self.die_with_parent
+            self.tm_dir, timeout=self.deadlines.startup, die_with_parent=self.die_with_parent,
+            env={bus.RUN_ID_ENV: self.run_id},
         )
         self.redis.start()
         assert self.redis.proc is not None
@@ -297,7 +298,9 @@ class Controller:
             procs.wait_until(lambda: not any(procs.pid_alive(p) for p in others.values()),
                              self.deadlines.shutdown)
         if self.redis is None and "redis" in self.pids:
-            procs.kill_run(self.run_id, timeout=2.0)
+            # redis-server overwrites its environment with its title, so it is
+            # found by pid (checked against its command line), not by run id.
+            procs.stop_pid(self.pids["redis"], "redis-server", timeout=self.deadlines.shutdown)
 
     def __enter__(self) -> Controller:
         return self.start()

@@ -205,3 +205,27 @@ def kill_run(run_id: str, timeout: float = 5.0) -> list[int]:
                 pass
     wait_until(lambda: not any(pid_alive(p) for p in pids), 2.0)
     return pids
+
+
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def stop_pid(pid: int, must_contain: str, timeout: float = 5.0) -> bool:
+    """Stop the process group led by ``pid`` if its command line has ``must_contain``.
+
+    For processes this process did not start (a session from an earlier
+    command).  The check keeps a recycled pid from being killed.  Returns True
+    when something was stopped.
+    """
+    if not pid_alive(pid) or must_contain not in cmdline(pid):
+        return False
+    signal_group(pid, signal.SIGTERM)
+    if not wait_until(lambda: not pid_alive(pid), timeout):
+        signal_group(pid, signal.SIGKILL)
+        wait_until(lambda: not pid_alive(pid), 2.0)
+    return True

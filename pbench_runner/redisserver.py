@@ -7,10 +7,12 @@ the run's ``tm/`` directory.
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -33,8 +35,10 @@ class RedisServer:
         bind: str = "127.0.0.1",
         timeout: float = 10.0,
         die_with_parent: bool = True,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.tm_dir = tm_dir
+        self.env = env
         self.bind = bind
         self.timeout = timeout
         self.die_with_parent = die_with_parent
@@ -92,7 +96,8 @@ class RedisServer:
             conf = self._write_config()
             self.log_path.unlink(missing_ok=True)
             self.proc = procs.spawn(
-                [binary, str(conf)], die_with_parent=self.die_with_parent
+                [binary, str(conf)], die_with_parent=self.die_with_parent,
+                env={**os.environ, **(self.env or {})},
             )
             if self._wait_ready():
                 return self

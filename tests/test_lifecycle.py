@@ -1,0 +1,160 @@
+"""The low-level lifecycle verbs and the faults they must survive."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from pbench_runner import bus, procs
+from pbench_runner.controller import Controller
+from pbench_runner.errors import ActionError
+from pbench_runner.redisserver import RedisServer
+from pbench_runner.toolstore import HostTools, ToolGroup
+
+from .conftest import HOST, pbench_env
+
+
+def session_file(run_dir: Path) -> Path:
+    files = list((run_dir / "sessions").glob("*.json"))
+    assert len(files) == 1, files
+    return files[0]
+
+
+def test_low_level_verbs_walk_the_diagram(pbench, run_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    pbench("register-tool", "--name=vmstat", "--", "--interval=1", check=True)
+    result = tmp_path / "result"
+    proc = pbench("tool-meister-start", f"--dir={result}", "--sysinfo=kernel,memory", check=True)
+    assert "run id:" in proc.stdout
+    sess = session_file(run_dir)
+    assert stat.S_IMODE(sess.stat().st_mode) == 0o600
+    info = json.loads(sess.read_text())
+    assert all(procs.pid_alive(pid) for pid in info["pids"].values())
+    sample = result / "1-default" / "sample1"
+    pbench("start-tools", f"--dir={sample}", check=True)
+    time.sleep(1.5)
+    pbench("stop-tools", f"--dir={sample}", check=True)
+    pbench("send-tools", f"--dir={sample}", check=True)
+    pbench("tool-meister-stop", "--sysinfo=kernel", check=True)
+    assert (sample / "tools-default" / HOST / "vmstat" / "vmstat.csv").read_text().count("\n") >= 2
+    assert (result / "sysinfo" / "beg" / HOST / "memory" / "meminfo").exists()
+    assert (result / "sysinfo" / "end" / HOST / "kernel" / "uname.txt").exists()
+    assert not (result / "sysinfo" / "end" / HOST / "memory").exists()
+    assert not list((run_dir / "sessions").glob("*.json"))
+    assert not any(procs.pid_alive(pid) for pid in info["pids"].values())
+
+
+def test_a_killed_meister_is_reported_within_the_deadline(pbench, run_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    pbench("register-tool", "--name=vmstat", "--", "--interval=1", check=True)
+    pbench("tool-meister-start", f"--dir={tmp_path / 'r'}", check=True)
+    info = json.loads(session_file(run_dir).read_text())
+    sample = tmp_path / "r" / "sample1"
+    pbench("start-tools", f"--dir={sample}", check=True)
+    os.kill(info["pids"][HOST], signal.SIGKILL)
+    began = time.monotonic()
+    proc = pbench("stop-tools", f"--dir={sample}")
+    assert time.monotonic() - began < 8
+    assert proc.returncode == 4
+    assert f"host {HOST}: the tool meister stopped answering" in proc.stderr
+    # its vmstat died with it (parent-death signal), and the rest stops cleanly
+    pbench("tool-meister-stop")
+    assert not list((run_dir / "sessions").glob("*.json"))
+
+
+def test_pbench_kill_stops_what_a_crashed_session_left(pbench, run_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    pbench("register-tool", "--name=vmstat", "--", "--interval=1", check=True)
+    pbench("tool-meister-start", f"--dir={tmp_path / 'r'}", check=True)
+    info = json.loads(session_file(run_dir).read_text())
+    pbench("start-tools", f"--dir={tmp_path / 'r' / 's1'}", check=True)
+    assert len(procs.run_pids(info["run_id"])) >= 3  # sink, meister, vmstat
+    assert procs.pid_alive(info["pids"]["redis"])
+    proc = pbench("kill", check=True)
+    assert f"run {info['run_id']}: stopped" in proc.stdout
+    assert procs.run_pids(info["run_id"]) == []
+    assert not procs.pid_alive(info["pids"]["redis"])
+    assert not list((run_dir / "sessions").glob("*.json"))
+    # the next session finds nothing in its way
+    pbench("tool-meister-start", f"--dir={tmp_path / 'r2'}", check=True)
+    pbench("tool-meister-stop", check=True)
+
+
+def test_start_timeout_names_who_is_not_ready_and_leaves_nothing(pbench, run_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    pbench("register-tool", "--name=vmstat", check=True)
+    proc = pbench("tool-meister-start", "--start-timeout=0.05")
+    assert proc.returncode == 4
+    assert "tool-meister-start: no answer within 0.05 s from:" in proc.stderr
+    assert "tool data sink" in proc.stderr or HOST in proc.stderr
+    assert not list((run_dir / "sessions").glob("*.json"))
+
+
+def test_wrong_redis_password_is_refused(redis_server: RedisServer, tmp_path: Path) -> None:
+    bad = bus.connect(redis_server.url, "not-the-password")
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        bad.ping()
+    bad.close()
+    env = {**os.environ, bus.PASSWORD_ENV: "not-the-password", bus.RUN_ID_ENV: "x"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pbench_runner.meister", "--redis", redis_server.url,
+         "--run-id", "x", "--host", "h1"], env=env, capture_output=True, text=True, timeout=30,
+    )
+    assert proc.returncode == 3
+    assert "invalid username-password pair" in proc.stderr.lower() or "auth" in proc.stderr.lower()
+
+
+def _group(*hosts: str, tool: str = "noop") -> ToolGroup:
+    return ToolGroup("default", {h: HostTools(tools={tool: {}} if tool == "noop"
+                                              else {tool: {"interval": 1}}) for h in hosts})
+
+
+def test_a_meister_that_lost_redis_catches_up_on_the_missed_action(tmp_path: Path) -> None:
+    with Controller(_group(HOST), tmp_path / "tm") as ctl:
+        assert ctl.client is not None
+        pid = ctl.pids[HOST]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            # cut the meister's connections while it cannot notice
+            for client in ctl.client.client_list():
+                if client.get("name") == f"tm-{HOST}":
+                    ctl.client.client_kill_filter(_id=client["id"])
+            seq = int(ctl.client.incr(ctl.keys.seq))
+            action = bus.Action(id=f"{seq}-blip", seq=seq, action="start", group="default",
+                                directory=str(tmp_path / "s1"), args={"timeout": 10})
+            ctl.client.set(ctl.keys.action, action.dumps())
+            assert ctl.client.publish(ctl.keys.action, action.dumps()) == 1  # only the sink heard it
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert procs.wait_until(
+            lambda: ctl.client.hexists(ctl.keys.reports(action.id), HOST), 10
+        ), procs.tail(tmp_path / "tm" / f"tm-{HOST}.log", 20)
+        report = bus.Report.loads(ctl.client.hget(ctl.keys.reports(action.id), HOST))
+        assert report.ok
+        assert "lost Redis" in (tmp_path / "tm" / f"tm-{HOST}.log").read_text()
+        ctl.run_action("stop", tmp_path / "s1")
+
+
+def test_many_meisters_are_counted_by_host(tmp_path: Path) -> None:
+    hosts = [f"node-{i}" for i in range(4)]
+    sample = tmp_path / "s1"
+    with Controller(_group(*hosts, tool="vmstat"), tmp_path / "tm", local_hosts=hosts) as ctl:
+        for verb in ("start", "stop", "send"):
+            result = ctl.run_action(verb, sample)
+            assert sorted(result.hosts) == hosts
+    for host in hosts:
+        assert (sample / "tools-default" / host / "vmstat" / "vmstat-stdout.txt").exists()
+
+
+def test_an_action_for_another_group_is_refused_by_every_host(tmp_path: Path) -> None:
+    with Controller(_group(HOST), tmp_path / "tm") as ctl:
+        ctl.group = ToolGroup("other", ctl.group.hosts)
+        with pytest.raises(ActionError) as err:
+            ctl.run_action("start", tmp_path / "s1")
+        assert "action for tool group 'other'" in str(err.value)
+        ctl.group = ToolGroup("default", ctl.group.hosts)

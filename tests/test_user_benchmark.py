@@ -1,0 +1,164 @@
+"""``pbench user-benchmark`` end to end with real Redis, sink, meisters and sysstat tools."""
+
+from __future__ import annotations
+
+import configparser
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pbench_runner import procs
+
+from .conftest import HOST, latest_result, pbench_env
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_user_benchmark_with_two_sysstat_tools_writes_the_result_tree(pbench, run_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    pbench("register-tool", "--name=vmstat", "--labels=controller", "--", "--interval=1", check=True)
+    pbench("register-tool", "--name=iostat", "--", "--interval=1", check=True)
+    proc = pbench("user-benchmark", "--config=two-tools", "--samples=2",
+                  "--", "sh", "-c", "echo benchmark-output; sleep 2.2")
+    assert proc.returncode == 0, proc.stderr
+    result = latest_result(run_dir)
+    assert f"Result directory: {result}" in proc.stdout
+    assert result.name.startswith("pbench-user-benchmark_two-tools_")
+
+    ini = configparser.ConfigParser(interpolation=None)
+    ini.read(result / "metadata.log")
+    assert ini["pbench"]["script"] == "pbench-user-benchmark"
+    assert ini["run"]["status"] == "ok"
+    assert ini["tools"]["hosts"] == HOST
+    assert ini[f"tools/{HOST}"]["tools"] == "iostat,vmstat"
+    assert ini[f"tools/{HOST}"]["label"] == "controller"
+    assert ini["iterations/1-default"]["samples"] == "2"
+    meta = json.loads((result / "metadata.json").read_text())
+    assert meta["tools"]["hosts"][HOST]["tools"]["vmstat"] == {"interval": 1}
+    assert meta["pbench"]["run_id"]
+    assert (result / "tool-registration" / "default.json").exists()
+    for log in ("redis.log", "tds.log", f"tm-{HOST}.log"):
+        assert (result / "tm" / log).exists(), log
+
+    for when in ("beg", "end"):
+        info = result / "sysinfo" / when / HOST
+        assert "Linux" in (info / "kernel" / "uname.txt").read_text()
+        assert json.loads((info / "sysinfo.json").read_text())["kernel"]["ok"]
+
+    for n in (1, 2):
+        sample = result / "1-default" / f"sample{n}"
+        assert (sample / "output.txt").read_text() == "benchmark-output\n"
+        res = json.loads((sample / "result.json").read_text())
+        assert res["exit_status"] == 0
+        assert 2.0 < res["duration_s"] < 10
+        tools = sample / "tools-default" / HOST
+        rows = read_csv(tools / "vmstat" / "vmstat.csv")
+        assert len(rows) >= 2
+        assert all(0 <= int(r["id"]) <= 100 for r in rows)
+        iorows = read_csv(tools / "iostat" / "iostat.csv")
+        assert iorows and "timestamp" in iorows[0]
+
+
+def test_the_commands_exit_status_is_passed_on(pbench, run_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    pbench("register-tool", "--name=vmstat", "--", "--interval=1", check=True)
+    proc = pbench("user-benchmark", "--sysinfo=none", "--", "sh", "-c", "exit 3")
+    assert proc.returncode == 3
+    assert "exited with status 3" in proc.stderr
+    res = json.loads((latest_result(run_dir) / "1-default" / "sample1" / "result.json").read_text())
+    assert res["exit_status"] == 3
+
+
+def test_without_tools_the_benchmark_still_runs_and_says_so(pbench, run_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    proc = pbench("user-benchmark", "--", "echo", "hi")
+    assert proc.returncode == 0, proc.stderr
+    assert "no tools are registered in group 'default'" in proc.stderr
+    assert "no tool data will be collected" in proc.stderr
+    sample = latest_result(run_dir) / "1-default" / "sample1"
+    assert (sample / "output.txt").read_text() == "hi\n"
+    assert not (sample / "tools-default").exists()
+
+
+def test_a_tool_that_fails_to_start_is_named_and_the_others_are_stopped(pbench, run_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    pbench("register-tool", "--name=vmstat", "--", "--interval=1", check=True)
+    pbench("register-tool", "-p", "pbench_test_tools", "--name=failstart", check=True)
+    proc = pbench("user-benchmark", "-p", "pbench_test_tools", "--sysinfo=none", "--",
+                  "sleep", "0.5")
+    assert proc.returncode == 4, proc.stderr
+    assert f"host {HOST}" in proc.stderr
+    assert "failstart" in proc.stderr
+    assert "cannot open /dev/imaginary-counter" in proc.stderr
+    sample = latest_result(run_dir) / "1-default" / "sample1"
+    # vmstat had started: it was stopped and its data kept
+    assert (sample / "tools-default" / HOST / "vmstat" / "vmstat-stdout.txt").exists()
+    meta = json.loads((latest_result(run_dir) / "metadata.json").read_text())
+    assert meta["run"]["status"] == "failed"
+
+
+def test_a_tool_that_dies_mid_sample_is_reported_with_its_stderr(pbench, run_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    pbench("register-tool", "-p", "pbench_test_tools", "--name=dies", check=True)
+    pbench("register-tool", "--name=vmstat", "--", "--interval=1", check=True)
+    proc = pbench("user-benchmark", "-p", "pbench_test_tools", "--sysinfo=none", "--",
+                  "sleep", "1.5")
+    assert proc.returncode == 4
+    assert "tool 'dies' on host" in proc.stderr
+    assert "exit status 7" in proc.stderr
+    assert "counter vanished" in proc.stderr
+    tools = latest_result(run_dir) / "1-default" / "sample1" / "tools-default" / HOST
+    assert (tools / "dies" / "dies-stdout.txt").read_text() == "collecting\n"
+    assert read_csv(tools / "vmstat" / "vmstat.csv")
+
+
+def test_a_missing_program_is_refused_at_tool_meister_start(pbench, run_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    pbench("register-tool", "-p", "pbench_test_tools", "--name=needsmissing", check=True)
+    began = time.monotonic()
+    proc = pbench("user-benchmark", "-p", "pbench_test_tools", "--", "echo", "never")
+    assert proc.returncode == 4
+    assert time.monotonic() - began < 15
+    assert f"host {HOST}: tool 'needsmissing' needs the program 'pbench-no-such-program'" in proc.stderr
+    assert "install the package 'pbench-imaginary-package'" in proc.stderr
+    assert not (latest_result(run_dir) / "1-default").exists()
+
+
+def test_sigint_during_the_benchmark_keeps_partial_results_and_leaves_nothing(run_dir: Path, tmp_path: Path, pbench) -> None:  # type: ignore[no-untyped-def]
+    pbench("register-tool", "--name=vmstat", "--", "--interval=1", check=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pbench_runner", "user-benchmark", "--sysinfo=none", "--samples=3",
+         "--", "sleep", "60"],
+        cwd=tmp_path, env=pbench_env(run_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert procs.wait_until(
+            lambda: list(run_dir.glob("results/*/1-default/sample1/command.txt")), 30
+        )
+        time.sleep(1.5)  # let vmstat write a line or two
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted by SIGINT" in err
+    result = latest_result(run_dir)
+    meta = json.loads((result / "metadata.json").read_text())
+    assert meta["run"]["status"] == "interrupted"
+    vmstat = result / "1-default" / "sample1" / "tools-default" / HOST / "vmstat"
+    assert read_csv(vmstat / "vmstat.csv")
+    assert not (result / "1-default" / "sample2").exists()
+    assert "sleep 60" not in subprocess.run(["ps", "-eo", "args"], capture_output=True,
+                                            text=True).stdout
+
+
+def test_pbench_runs_as_a_module_and_a_script(run_dir: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "pbench_runner", "--version"],
+                         capture_output=True, text=True, check=True, env=pbench_env(run_dir))
+    assert out.stdout.startswith("pbench_runner ")
+    exe = Path(sys.executable).with_name("pbench")
+    assert os.access(exe, os.X_OK)
