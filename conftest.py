@@ -7,6 +7,7 @@ test fails the test (after it is killed, so the next test starts clean).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -49,8 +50,6 @@ def no_process_left_behind() -> Iterator[None]:
             return
         time.sleep(0.05)
     for pid in left:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, 9)
-        except ProcessLookupError:
-            pass
     pytest.fail(f"processes left behind: {left}")

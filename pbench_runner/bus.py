@@ -189,7 +189,11 @@ def publish_report(client: redis.Redis, keys: Keys, report: Report) -> None:
 
 
 def mark_ready(
-    client: redis.Redis, keys: Keys, name: str, ok: bool, info: Mapping[str, Any],
+    client: redis.Redis,
+    keys: Keys,
+    name: str,
+    ok: bool,
+    info: Mapping[str, Any],
     errors: Sequence[str] = (),
 ) -> None:
     payload = json.dumps({"name": name, "ok": ok, "info": dict(info), "errors": list(errors)})

@@ -10,7 +10,6 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from pbench_runner import __version__
 from pbench_runner.config import Deadlines, load_deadlines, run_dir
@@ -24,10 +23,19 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run-dir", help="where the tool store, sessions and results live "
-                   "(default: $PBENCH_RUN_DIR or ./.pbench)")
-    p.add_argument("-p", dest="plugins", action="append", default=[], metavar="MODULE",
-                   help="also load this plugin module (repeatable)")
+    p.add_argument(
+        "--run-dir",
+        help="where the tool store, sessions and results live "
+        "(default: $PBENCH_RUN_DIR or ./.pbench)",
+    )
+    p.add_argument(
+        "-p",
+        dest="plugins",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="also load this plugin module (repeatable)",
+    )
 
 
 def _deadline_opts(p: argparse.ArgumentParser) -> None:
@@ -50,8 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("register-tool-set", help="register a named set of tools")
     _common(p)
-    p.add_argument("toolset", nargs="?", default="default",
-                   help="light, medium, heavy (default: medium) or a set of your own")
+    p.add_argument(
+        "toolset",
+        nargs="?",
+        default="default",
+        help="light, medium, heavy (default: medium) or a set of your own",
+    )
     p.add_argument("--group", default="default")
     p.add_argument("--remotes")
     p.add_argument("--labels")
@@ -107,7 +119,7 @@ def _split_dashdash(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     argv = list(argv)
     if "--" in argv:
         i = argv.index("--")
-        return argv[:i], argv[i + 1:]
+        return argv[:i], argv[i + 1 :]
     return argv, []
 
 
@@ -153,10 +165,18 @@ def dispatch(args: argparse.Namespace, tail: list[str]) -> int:
             raise UsageError("--samples must be 1 or more")
         from pbench_runner.userbenchmark import Options, UserBenchmark
 
-        opts = Options(run_dir=rdir, command=tail, group=args.tool_group, config=args.config,
-                       samples=args.samples, sysinfo=args.sysinfo, plugins=args.plugins,
-                       deadlines=_deadlines(args))
-        _check_sysinfo(args.sysinfo, args.plugins)
+        opts = Options(
+            run_dir=rdir,
+            command=tail,
+            group=args.tool_group,
+            config=args.config,
+            samples=args.samples,
+            sysinfo=args.sysinfo,
+            plugins=args.plugins,
+            deadlines=_deadlines(args),
+        )
+        if args.sysinfo not in ("default", "all", "none"):
+            _check_sysinfo(args.sysinfo, args.plugins)
         return UserBenchmark(opts).run()
     if tail and verb != "register-tool":
         raise UsageError(f"{verb} takes no arguments after --")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pbench_runner import procs, session
-from pbench_runner.config import Deadlines, user_toolsets
+from pbench_runner.config import Deadlines, toolsets
 from pbench_runner.errors import SessionError, ToolStoreError, UsageError
 from pbench_runner.exitcodes import ExitCode
 from pbench_runner.toolstore import ToolStore, parse_labels, parse_remotes
@@ -33,23 +33,8 @@ def register_tool(rdir: Path, args: argparse.Namespace, tail: list[str], _: Dead
     return ExitCode.OK
 
 
-def _load_toolsets(rdir: Path) -> dict[str, Any]:
-    import importlib.resources
-    import sys as _sys
-
-    if _sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
-    text = importlib.resources.files("pbench_runner").joinpath("data/toolsets.toml").read_text()
-    sets: dict[str, Any] = tomllib.loads(text)
-    sets.update(user_toolsets(rdir))
-    sets.setdefault("default", sets["medium"])
-    return sets
-
-
 def register_tool_set(rdir: Path, args: argparse.Namespace, tail: list[str], _: Deadlines) -> int:
-    sets = _load_toolsets(rdir)
+    sets = toolsets(rdir)
     if args.toolset not in sets:
         raise ToolStoreError(
             f"unknown tool set {args.toolset!r}; tool sets: {', '.join(sorted(sets))}"
@@ -66,8 +51,10 @@ def register_tool_set(rdir: Path, args: argparse.Namespace, tail: list[str], _: 
         tools[spec.name] = raw
     hosts = parse_remotes(args.remotes)
     ToolStore(rdir).register(registry, args.group, tools, hosts, parse_labels(args.labels))
-    print(f"tool set {args.toolset} ({', '.join(tools)}) registered on "
-          f"{', '.join(hosts)} in group {args.group}")
+    print(
+        f"tool set {args.toolset} ({', '.join(tools)}) registered on "
+        f"{', '.join(hosts)} in group {args.group}"
+    )
     return ExitCode.OK
 
 
@@ -78,8 +65,12 @@ def list_tools(rdir: Path, args: argparse.Namespace, tail: list[str], _: Deadlin
             if args.name and args.name != name:
                 continue
             missing = spec.missing_programs()
-            state = "ready" if not missing else "missing " + ", ".join(
-                f"{prog} (package {pkg})" for prog, pkg in missing.items())
+            state = (
+                "ready"
+                if not missing
+                else "missing "
+                + ", ".join(f"{prog} (package {pkg})" for prog, pkg in missing.items())
+            )
             aliases = f" (alias {', '.join(spec.aliases)})" if spec.aliases else ""
             print(f"{name}{aliases}  [{spec.kind}]  {spec.summary}  -- {state}")
             for opt in spec.options:
@@ -116,8 +107,9 @@ def clear_tools(rdir: Path, args: argparse.Namespace, tail: list[str], _: Deadli
     return ExitCode.OK
 
 
-def tool_meister_start(rdir: Path, args: argparse.Namespace, tail: list[str],
-                       deadlines: Deadlines) -> int:
+def tool_meister_start(
+    rdir: Path, args: argparse.Namespace, tail: list[str], deadlines: Deadlines
+) -> int:
     from pbench_runner.controller import Controller
     from pbench_runner.resultdir import make_result_dir
 
@@ -129,13 +121,20 @@ def tool_meister_start(rdir: Path, args: argparse.Namespace, tail: list[str],
         result_dir.mkdir(parents=True, exist_ok=True)
     else:
         result_dir = make_result_dir(rdir / "results", "pbench-session", "")
-    ctl = Controller(group, result_dir / "tm", deadlines=deadlines, plugins=args.plugins,
-                     die_with_parent=False, result_dir=result_dir)
+    ctl = Controller(
+        group,
+        result_dir / "tm",
+        deadlines=deadlines,
+        plugins=args.plugins,
+        die_with_parent=False,
+        result_dir=result_dir,
+    )
     ctl.start()
     try:
         if args.sysinfo != "none":
-            result = ctl.publish("sysinfo", result_dir / "sysinfo" / "beg",
-                                 {"sysinfo": args.sysinfo})
+            result = ctl.publish(
+                "sysinfo", result_dir / "sysinfo" / "beg", {"sysinfo": args.sysinfo}
+            )
             for host, errs in result.failures().items():
                 print(f"pbench: sysinfo on host {host}: {'; '.join(errs)}", file=sys.stderr)
         session.save(rdir, ctl.session_info())
@@ -178,10 +177,12 @@ def tool_meister_stop(rdir: Path, args: argparse.Namespace, tail: list[str], _: 
     ctl = _attach(rdir, args)
     problems: list[str] = []
     if args.sysinfo != "none":
-        result = ctl.publish("sysinfo", ctl.result_dir / "sysinfo" / "end",
-                             {"sysinfo": args.sysinfo})
-        problems.extend(f"sysinfo on host {h}: {'; '.join(e)}"
-                        for h, e in result.failures().items())
+        result = ctl.publish(
+            "sysinfo", ctl.result_dir / "sysinfo" / "end", {"sysinfo": args.sysinfo}
+        )
+        problems.extend(
+            f"sysinfo on host {h}: {'; '.join(e)}" for h, e in result.failures().items()
+        )
     problems.extend(ctl.stop())
     session.remove(rdir, ctl.run_id)
     for problem in problems:
@@ -208,5 +209,3 @@ def kill(rdir: Path, args: argparse.Namespace, tail: list[str], _: Deadlines) ->
         session.remove(rdir, run_id)
         print(f"run {run_id}: stopped {len(pids)} process(es)" + (f": {pids}" if pids else ""))
     return ExitCode.OK
-
-

@@ -61,8 +61,9 @@ class CommandTool:
         self.ctx.outdir.mkdir(parents=True, exist_ok=True)
         argv = list(self.argv())
         (self.ctx.outdir / f"{self.ctx.tool}.cmd").write_text(" ".join(argv) + "\n")
-        self._out = open(self.stdout_path, "wb")
-        self._err = open(self.stderr_path, "wb")
+        # Held open from start to stop; closed by _close() on every path.
+        self._out = open(self.stdout_path, "wb")  # noqa: SIM115
+        self._err = open(self.stderr_path, "wb")  # noqa: SIM115
         env = {**os.environ, **self.ENV}
         try:
             self.proc = procs.spawn(argv, stdout=self._out, stderr=self._err, env=env)

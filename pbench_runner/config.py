@@ -65,7 +65,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def project_settings(cwd: Path | None = None) -> dict[str, Any]:
     """``[tool.pbench]`` of pyproject.toml merged with pbench.toml (which wins)."""
     cwd = cwd or Path.cwd()
-    settings: dict[str, Any] = dict(_read_toml(cwd / "pyproject.toml").get("tool", {}).get("pbench", {}))
+    settings: dict[str, Any] = dict(
+        _read_toml(cwd / "pyproject.toml").get("tool", {}).get("pbench", {})
+    )
     settings.update(_read_toml(cwd / "pbench.toml"))
     return settings
 
@@ -85,8 +87,16 @@ def load_deadlines(settings: dict[str, Any] | None = None) -> Deadlines:
     return Deadlines(**values)
 
 
-def user_toolsets(run: Path, settings: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Tool sets a user defined, from the run directory and project settings."""
-    sets: dict[str, Any] = dict(_read_toml(run / "toolsets.toml"))
+def toolsets(run: Path, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The shipped tool sets, then the user's from the run directory and project settings.
+
+    ``default`` is ``medium`` unless a user defines it.
+    """
+    import importlib.resources
+
+    shipped = importlib.resources.files("pbench_runner").joinpath("data/toolsets.toml")
+    sets: dict[str, Any] = tomllib.loads(shipped.read_text())
+    sets.update(_read_toml(run / "toolsets.toml"))
     sets.update((settings if settings is not None else project_settings()).get("toolsets", {}))
+    sets.setdefault("default", sets["medium"])
     return sets

@@ -33,8 +33,13 @@ from pbench_runner.redisserver import RedisServer
 from pbench_runner.session import SessionInfo
 from pbench_runner.toolstore import ToolGroup, is_local
 
-ACTION_VERBS = {"start": "start-tools", "stop": "stop-tools", "send": "send-tools",
-                "sysinfo": "collect-sysinfo", "terminate": "tool-meister-stop"}
+ACTION_VERBS = {
+    "start": "start-tools",
+    "stop": "stop-tools",
+    "send": "send-tools",
+    "sysinfo": "collect-sysinfo",
+    "terminate": "tool-meister-stop",
+}
 
 
 class Controller:
@@ -68,6 +73,8 @@ class Controller:
         self.redis_url = ""
         self._pubsub: Any = None
         self._stopped = False
+        #: hosts of a session reached through attach()
+        self._attached_hosts: list[str] = []
 
     @property
     def hosts(self) -> list[str]:
@@ -93,7 +100,9 @@ class Controller:
 
     def _start(self) -> None:
         self.redis = RedisServer(
-            self.tm_dir, timeout=self.deadlines.startup, die_with_parent=self.die_with_parent,
+            self.tm_dir,
+            timeout=self.deadlines.startup,
+            die_with_parent=self.die_with_parent,
             env={bus.RUN_ID_ENV: self.run_id},
         )
         self.redis.start()
@@ -104,16 +113,34 @@ class Controller:
         token = secrets.token_urlsafe(24)
         deadlines = self.deadlines.as_dict()
         pipe = self.client.pipeline(transaction=False)
-        pipe.set(self.keys.sink_config, json.dumps({
-            "run_id": self.run_id, "hosts": self.hosts, "token": token,
-            "bind": "127.0.0.1", "deadlines": deadlines, "plugins": self.plugins,
-        }))
+        pipe.set(
+            self.keys.sink_config,
+            json.dumps(
+                {
+                    "run_id": self.run_id,
+                    "hosts": self.hosts,
+                    "token": token,
+                    "bind": "127.0.0.1",
+                    "deadlines": deadlines,
+                    "plugins": self.plugins,
+                }
+            ),
+        )
         for host in self.hosts:
-            pipe.set(self.keys.meister_config(host), json.dumps({
-                "run_id": self.run_id, "host": host, "group": self.group.name,
-                "tools": self.group.hosts[host].tools, "token": token,
-                "deadlines": deadlines, "plugins": self.plugins,
-            }))
+            pipe.set(
+                self.keys.meister_config(host),
+                json.dumps(
+                    {
+                        "run_id": self.run_id,
+                        "host": host,
+                        "group": self.group.name,
+                        "tools": self.group.hosts[host].tools,
+                        "token": token,
+                        "deadlines": deadlines,
+                        "plugins": self.plugins,
+                    }
+                ),
+            )
         pipe.execute()
         ready = self.client.pubsub(ignore_subscribe_messages=True)
         ready.subscribe(self.keys.ready)
@@ -131,7 +158,9 @@ class Controller:
         with open(self.tm_dir / log_name, "ab") as logf:
             proc = procs.spawn(
                 [*argv, "--redis", self.redis_url, "--run-id", self.run_id],
-                stdout=logf, stderr=subprocess.STDOUT, env=env,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                env=env,
                 die_with_parent=self.die_with_parent,
             )
         self.procs[name] = proc
@@ -163,7 +192,8 @@ class Controller:
                     )
             if time.monotonic() >= deadline:
                 raise DeadlineExceeded(
-                    "tool-meister-start", self.deadlines.startup,
+                    "tool-meister-start",
+                    self.deadlines.startup,
                     ["tool data sink" if n == bus.SINK else n for n in waiting],
                 )
             ready.get_message(timeout=0.05)
@@ -172,9 +202,15 @@ class Controller:
 
     def session_info(self) -> SessionInfo:
         return SessionInfo(
-            run_id=self.run_id, group=self.group.name, redis_url=self.redis_url,
-            password=self.password, hosts=self.hosts, tm_dir=str(self.tm_dir),
-            result_dir=str(self.result_dir), deadlines=self.deadlines.as_dict(), pids=self.pids,
+            run_id=self.run_id,
+            group=self.group.name,
+            redis_url=self.redis_url,
+            password=self.password,
+            hosts=self.hosts,
+            tm_dir=str(self.tm_dir),
+            result_dir=str(self.result_dir),
+            deadlines=self.deadlines.as_dict(),
+            pids=self.pids,
         )
 
     @classmethod
@@ -198,8 +234,13 @@ class Controller:
             return self.deadlines.shutdown
         return self.deadlines.action
 
-    def publish(self, name: str, directory: Path | str, args: Mapping[str, Any] | None = None,
-                timeout: float | None = None) -> bus.Result:
+    def publish(
+        self,
+        name: str,
+        directory: Path | str,
+        args: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> bus.Result:
         """Publish one action and wait for the sink's single result for it."""
         if self.client is None:
             raise InfrastructureError("the tool meister session is not running")
@@ -209,8 +250,12 @@ class Controller:
             self._pubsub.subscribe(self.keys.result_channel)
         seq = int(self.client.incr(self.keys.seq))
         action = bus.Action(
-            id=f"{seq}-{secrets.token_hex(3)}", seq=seq, action=name, group=self.group.name,
-            directory=str(directory), args={**(args or {}), "timeout": timeout},
+            id=f"{seq}-{secrets.token_hex(3)}",
+            seq=seq,
+            action=name,
+            group=self.group.name,
+            directory=str(directory),
+            args={**(args or {}), "timeout": timeout},
         )
         payload = action.dumps()
         pipe = self.client.pipeline(transaction=False)
@@ -243,12 +288,16 @@ class Controller:
                         f"see {self.tm_dir / 'tds.log'}"
                     )
             if now >= deadline:
-                answered = {r.decode() for r in self.client.hkeys(self.keys.reports(action.id))}
-                hosts = getattr(self, "_attached_hosts", None) or self.hosts
+                answered = {
+                    r.decode() if isinstance(r, bytes) else r
+                    for r in self.client.hkeys(self.keys.reports(action.id))
+                }
+                hosts = self._attached_hosts or self.hosts
                 raise DeadlineExceeded(verb, timeout, [h for h in hosts if h not in answered])
 
-    def run_action(self, name: str, directory: Path | str,
-                   args: Mapping[str, Any] | None = None) -> bus.Result:
+    def run_action(
+        self, name: str, directory: Path | str, args: Mapping[str, Any] | None = None
+    ) -> bus.Result:
         """Like :meth:`publish`, but raise :class:`ActionError` unless every host succeeded."""
         result = self.publish(name, directory, args)
         if not result.ok:
@@ -287,16 +336,15 @@ class Controller:
     def _wait_exit(self) -> None:
         others = {n: p for n, p in self.pids.items() if n != "redis"}
         if self.procs:
-            deadline = time.monotonic() + self.deadlines.shutdown
-            for name, proc in self.procs.items():
-                try:
-                    proc.wait(timeout=max(0.01, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    procs.stop(proc, timeout=1.0)
-                    others.pop(name, None)
+            if not procs.wait_all(list(self.procs.values()), self.deadlines.shutdown):
+                for proc in self.procs.values():
+                    if proc.poll() is None:
+                        procs.stop(proc, timeout=1.0)
         else:
-            procs.wait_until(lambda: not any(procs.pid_alive(p) for p in others.values()),
-                             self.deadlines.shutdown)
+            procs.wait_until(
+                lambda: not any(procs.pid_alive(p) for p in others.values()),
+                self.deadlines.shutdown,
+            )
         if self.redis is None and "redis" in self.pids:
             # redis-server overwrites its environment with its title, so it is
             # found by pid (checked against its command line), not by run id.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from types import TracebackType
 
@@ -21,17 +22,14 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
+            # A lost Redis is noticed, and dealt with, by the main loop.
+            with contextlib.suppress(redis.exceptions.RedisError):
                 self.client.set(self.key, "1", ex=ALIVE_TTL)
-            except redis.exceptions.RedisError:
-                pass  # the main loop notices a lost Redis and decides what to do
             self._stop.wait(HEARTBEAT)
 
     def __enter__(self) -> Heartbeat:
-        try:
+        with contextlib.suppress(redis.exceptions.RedisError):
             self.client.set(self.key, "1", ex=ALIVE_TTL)
-        except redis.exceptions.RedisError:
-            pass
         self._thread.start()
         return self
 
@@ -43,7 +41,5 @@ class Heartbeat:
     ) -> None:
         self._stop.set()
         self._thread.join(timeout=2)
-        try:
+        with contextlib.suppress(redis.exceptions.RedisError):
             self.client.delete(self.key)
-        except redis.exceptions.RedisError:
-            pass

@@ -24,8 +24,8 @@ import os
 import shutil
 import signal
 import socket
-import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -93,6 +93,8 @@ class ToolMeister:
         bus.mark_ready(self.client, self.keys, self.host, not errors, info, errors)
         if errors:
             raise StartupError("\n".join(errors))
+        # Import the uploader while the benchmark runs, not during the first send.
+        threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
         return self
 
     def _load_tools(self) -> list[str]:
@@ -163,7 +165,7 @@ class ToolMeister:
                 delay = min(delay * 2, 1.0)
         return False
 
-    def _maybe_handle(self, data: bytes | None) -> bool:
+    def _maybe_handle(self, data: bytes | str | None) -> bool:
         """Handle a new action; True when the meister should exit."""
         if data is None:
             return False
@@ -198,8 +200,12 @@ class ToolMeister:
                 errors.append(f"host {self.host}: {action.action}: {exc}")
         info["seconds"] = round(time.monotonic() - began, 4)
         return bus.Report(
-            id=action.id, host=self.host, action=action.action, ok=not errors,
-            errors=errors, info=info,
+            id=action.id,
+            host=self.host,
+            action=action.action,
+            ok=not errors,
+            errors=errors,
+            info=info,
         )
 
     def _tool_dir(self, directory: str) -> Path:
@@ -215,7 +221,10 @@ class ToolMeister:
         for name, options in self.config.get("tools", {}).items():
             spec = self.specs[name]
             ctx = ToolContext(
-                host=self.host, tool=name, group=action.group, options=options,
+                host=self.host,
+                tool=name,
+                group=action.group,
+                options=options,
                 outdir=base / name,
             )
             try:
@@ -303,6 +312,10 @@ def _tool_error(host: str, tool: str, step: str, exc: BaseException) -> str:
     return f"tool {tool!r} on host {host}: {step} failed: {type(exc).__name__}: {text}"
 
 
+def _warm_up() -> None:
+    import pbench_runner.upload  # noqa: F401
+
+
 def _raise_terminate(signum: int, frame: FrameType | None) -> None:
     raise Terminate(signal.Signals(signum).name)
 
@@ -335,4 +348,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pbench_runner.sink import fast_exit
+
+    fast_exit(main())

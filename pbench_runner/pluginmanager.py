@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import pluggy
@@ -62,7 +62,8 @@ def tool_registry(pm: pluggy.PluginManager) -> ToolRegistry:
     aliases: dict[str, str] = {}
     for impl in pm.hook.pbench_tool_specs.get_hookimpls():
         owner = impl.plugin_name
-        for spec in impl.function() or ():
+        provided: Sequence[ToolSpec] = impl.function() or ()
+        for spec in provided:
             for name in (spec.name, *spec.aliases):
                 if name in owners:
                     raise UsageError(

@@ -8,6 +8,7 @@ the child gets SIGTERM.  Every wait has a deadline.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -89,10 +90,7 @@ def signal_group(pgid: int, sig: int) -> bool:
 
 def group_alive(pgid: int) -> bool:
     """True while any process of group ``pgid`` exists (zombies excluded)."""
-    for pid in pids_in_group(pgid):
-        if pid_alive(pid):
-            return True
-    return False
+    return any(pid_alive(pid) for pid in pids_in_group(pgid))
 
 
 def pids_in_group(pgid: int) -> list[int]:
@@ -126,10 +124,8 @@ def stop(
     if proc.poll() is None or group_alive(pgid):
         signal_group(pgid, sig)
     deadline = time.monotonic() + timeout
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        pass
     while group_alive(pgid) and time.monotonic() < deadline:
         time.sleep(0.01)
     if proc.poll() is None or group_alive(pgid):
@@ -192,17 +188,13 @@ def kill_run(run_id: str, timeout: float = 5.0) -> list[int]:
     """SIGTERM, then SIGKILL, every process of run ``run_id``; returns their pids."""
     pids = run_pids(run_id)
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     wait_until(lambda: not any(pid_alive(p) for p in pids), timeout)
     for pid in pids:
         if pid_alive(pid):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
     wait_until(lambda: not any(pid_alive(p) for p in pids), 2.0)
     return pids
 
@@ -229,3 +221,37 @@ def stop_pid(pid: int, must_contain: str, timeout: float = 5.0) -> bool:
         signal_group(pid, signal.SIGKILL)
         wait_until(lambda: not pid_alive(pid), 2.0)
     return True
+
+
+def wait_all(children: Sequence[subprocess.Popen[Any]], timeout: float) -> bool:
+    """Wait until every child has exited or ``timeout`` passes; True if all exited.
+
+    Uses pidfds, so it wakes the moment a child exits instead of polling.
+    """
+    import select
+
+    deadline = time.monotonic() + timeout
+    pending = [p for p in children if p.poll() is None]
+    fds: dict[int, subprocess.Popen[Any]] = {}
+    try:
+        for proc in pending:
+            # Already reaped, or no pidfd support: the loop below polls instead.
+            with contextlib.suppress(OSError, AttributeError):
+                fds[os.pidfd_open(proc.pid)] = proc
+        poller = select.poll()
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
+        while any(p.poll() is None for p in pending):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if fds:
+                for fd, _ in poller.poll(min(remaining, 0.05) * 1000):
+                    poller.unregister(fd)
+                    fds[fd].poll()
+            else:
+                time.sleep(min(remaining, 0.01))
+        return True
+    finally:
+        for fd in fds:
+            os.close(fd)

@@ -96,7 +96,8 @@ class RedisServer:
             conf = self._write_config()
             self.log_path.unlink(missing_ok=True)
             self.proc = procs.spawn(
-                [binary, str(conf)], die_with_parent=self.die_with_parent,
+                [binary, str(conf)],
+                die_with_parent=self.die_with_parent,
                 env={**os.environ, **(self.env or {})},
             )
             if self._wait_ready():

@@ -73,11 +73,19 @@ class RunMetadata:
     def to_json(self) -> dict[str, Any]:
         return {
             "pbench": {
-                "name": self.name, "script": self.script, "config": self.config,
-                "date": _iso(self.start), "version": __version__, "run_id": self.run_id,
+                "name": self.name,
+                "script": self.script,
+                "config": self.config,
+                "date": _iso(self.start),
+                "version": __version__,
+                "run_id": self.run_id,
             },
             "controller": {"hostname": socket.gethostname(), "fqdn": socket.getfqdn()},
-            "run": {"start_run": _iso(self.start), "end_run": _iso(self.end), "status": self.status},
+            "run": {
+                "start_run": _iso(self.start),
+                "end_run": _iso(self.end),
+                "status": self.status,
+            },
             "tools": {
                 "group": self.group.name,
                 "hosts": {
@@ -101,7 +109,8 @@ class RunMetadata:
         for host in hosts:
             entry = self.group.hosts[host]
             section: dict[str, str] = {
-                "label": ",".join(entry.labels), "tools": ",".join(sorted(entry.tools)),
+                "label": ",".join(entry.labels),
+                "tools": ",".join(sorted(entry.tools)),
             }
             for tool, options in sorted(entry.tools.items()):
                 section[tool] = " ".join(f"--{k}={v}" for k, v in sorted(options.items()))

@@ -65,7 +65,8 @@ def find(run_dir: Path, run_id: str | None = None, group: str | None = None) -> 
     """The one session matching ``run_id`` / ``group``; an error names the choices."""
     sessions = all_sessions(run_dir)
     matches = [
-        s for s in sessions
+        s
+        for s in sessions
         if (run_id is None or s.run_id == run_id) and (group is None or s.group == group)
     ]
     if len(matches) == 1:

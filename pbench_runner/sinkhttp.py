@@ -16,6 +16,7 @@ Status codes a meister can get:
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import os
@@ -45,6 +46,12 @@ class Upload:
         if self.action.action == "sysinfo":
             return self.directory / host
         return self.directory / f"tools-{self.action.group}" / host
+
+    def cleanup(self) -> None:
+        """Remove the (empty) directory uploads were received in."""
+        # It may be absent, or hold a host's upload still being received.
+        with contextlib.suppress(OSError):
+            (self.directory / ".incoming").rmdir()
 
     @property
     def kind(self) -> str:
@@ -114,10 +121,6 @@ class DataAPI:
                 return _fail(422, f"refused: {exc}")
         finally:
             temp.unlink(missing_ok=True)
-            try:
-                incoming.rmdir()
-            except OSError:
-                pass  # another host's upload is still in there
         self.sink.data_received(host, dest, upload.kind)
         cherrypy.response.status = 201
         return {"status": 201, "host": host, "bytes": size, "members": members}

@@ -103,7 +103,7 @@ def collect(items: Sequence[SysinfoItem], outdir: Path) -> dict[str, dict[str, o
     pool = ThreadPoolExecutor(max_workers=min(8, len(items)), thread_name_prefix="sysinfo")
     futures = {pool.submit(one, item): item for item in items}
     deadline = max(item.timeout for item in items)
-    done, pending = wait(futures, timeout=deadline)
+    _done, pending = wait(futures, timeout=deadline)
     for future in pending:
         item = futures[future]
         status[item.name] = {"ok": False, "seconds": deadline, "error": "deadline exceeded"}

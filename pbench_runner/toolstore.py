@@ -94,9 +94,7 @@ def parse_remotes(text: str | None) -> list[str]:
         raise ToolStoreError(f"no host names in {text!r}")
     for host in hosts:
         if not valid_hostname(host):
-            raise ToolStoreError(
-                f"bad host name {host!r}: use a DNS name or an IPv4 address"
-            )
+            raise ToolStoreError(f"bad host name {host!r}: use a DNS name or an IPv4 address")
     return list(dict.fromkeys(hosts))
 
 

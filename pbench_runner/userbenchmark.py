@@ -71,8 +71,9 @@ def run_command(command: Sequence[str], sample_dir: Path, echo: IO[str]) -> dict
     began, start = time.monotonic(), dt.datetime.now()
     cpu0 = _children_cpu()
     try:
-        proc = procs.spawn(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           stdin=None, cwd=None)
+        proc = procs.spawn(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=None, cwd=None
+        )
     except OSError as exc:
         raise UsageError(f"cannot run the benchmark command {command[0]!r}: {exc}") from exc
     try:
@@ -166,8 +167,11 @@ class UserBenchmark:
         hosts = sorted(self.group.hosts)
         self.say(f"starting tool meisters for group {self.group.name!r} on {', '.join(hosts)}")
         ctl = Controller(
-            self.group, self.result_dir / "tm", deadlines=self.opts.deadlines,
-            plugins=self.opts.plugins, result_dir=self.result_dir,
+            self.group,
+            self.result_dir / "tm",
+            deadlines=self.opts.deadlines,
+            plugins=self.opts.plugins,
+            result_dir=self.result_dir,
         )
         with ctl:
             self.meta.run_id = ctl.run_id
@@ -181,15 +185,19 @@ class UserBenchmark:
         if self.opts.sysinfo == "none":
             return
         self.say(f"collecting sysinfo ({when})")
-        result = ctl.publish("sysinfo", self.result_dir / "sysinfo" / when,
-                             {"sysinfo": self.opts.sysinfo})
+        result = ctl.publish(
+            "sysinfo", self.result_dir / "sysinfo" / when, {"sysinfo": self.opts.sysinfo}
+        )
         for host, errors in result.failures().items():
             self.problems.append(f"sysinfo ({when}) on host {host}: {'; '.join(errors)}")
 
     def _samples(self, ctl: Controller | None) -> None:
         iteration = self.result_dir / ITERATION
-        record: dict[str, Any] = {"name": ITERATION, "user_script": " ".join(self.opts.command),
-                                  "samples": []}
+        record: dict[str, Any] = {
+            "name": ITERATION,
+            "user_script": " ".join(self.opts.command),
+            "samples": [],
+        }
         self.meta.iterations.append(record)
         for n in range(1, self.opts.samples + 1):
             sample_dir = iteration / f"sample{n}"
@@ -223,4 +231,3 @@ class UserBenchmark:
         if failure is not None:
             raise failure
         return result
-

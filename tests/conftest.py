@@ -39,10 +39,15 @@ def pbench_env(run_dir: Path) -> dict[str, str]:
 def pbench(run_dir: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
     """Run the real ``pbench`` command; returns the CompletedProcess."""
 
-    def run(*args: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, timeout: float = 120, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [sys.executable, "-m", "pbench_runner", *args],
-            cwd=tmp_path, env=pbench_env(run_dir), capture_output=True, text=True,
+            cwd=tmp_path,
+            env=pbench_env(run_dir),
+            capture_output=True,
+            text=True,
             timeout=timeout,
         )
         if check and proc.returncode != 0:
@@ -77,19 +82,31 @@ class SinkHarness:
     proc: subprocess.Popen[bytes]
     seq: int = 0
 
-    def publish(self, action: str, directory: Path, group: str = "default",
-                action_id: str | None = None, timeout: float = 20.0) -> bus.Action:
+    def publish(
+        self,
+        action: str,
+        directory: Path,
+        group: str = "default",
+        action_id: str | None = None,
+        timeout: float = 20.0,
+    ) -> bus.Action:
         self.seq += 1
-        act = bus.Action(id=action_id or f"{self.seq}-test", seq=self.seq, action=action,
-                         group=group, directory=str(directory), args={"timeout": timeout})
+        act = bus.Action(
+            id=action_id or f"{self.seq}-test",
+            seq=self.seq,
+            action=action,
+            group=group,
+            directory=str(directory),
+            args={"timeout": timeout},
+        )
         self.client.set(self.keys.action, act.dumps())
         self.client.publish(self.keys.action, act.dumps())
         return act
 
     def result(self, action_id: str, timeout: float = 20.0) -> bus.Result:
-        assert procs.wait_until(
-            lambda: self.client.exists(self.keys.result(action_id)), timeout
-        ), f"no result for {action_id}"
+        assert procs.wait_until(lambda: self.client.exists(self.keys.result(action_id)), timeout), (
+            f"no result for {action_id}"
+        )
         return bus.Result.loads(self.client.get(self.keys.result(action_id)))
 
 
@@ -99,21 +116,41 @@ def sink(redis_server: RedisServer, tmp_path: Path) -> Iterator[SinkHarness]:
     keys = bus.Keys(run_id)
     client = redis_server.client()
     token = "test-token-123"
-    client.set(keys.sink_config, json.dumps({
-        "run_id": run_id, "hosts": ["h1", "h2"], "token": token, "bind": "127.0.0.1",
-        "deadlines": {"reconnect": 5},
-    }))
+    client.set(
+        keys.sink_config,
+        json.dumps(
+            {
+                "run_id": run_id,
+                "hosts": ["h1", "h2"],
+                "token": token,
+                "bind": "127.0.0.1",
+                "deadlines": {"reconnect": 5},
+            }
+        ),
+    )
     for host in ("h1", "h2"):  # stand-ins for the meisters' heartbeats
         client.set(keys.alive(host), "1", ex=120)
     log = tmp_path / "tds.log"
     env = {**os.environ, bus.PASSWORD_ENV: redis_server.password, bus.RUN_ID_ENV: run_id}
     with open(log, "wb") as fh:
-        proc = procs.spawn([sys.executable, "-m", "pbench_runner.sink", "--redis",
-                            redis_server.url, "--run-id", run_id],
-                           stdout=fh, stderr=subprocess.STDOUT, env=env)
+        proc = procs.spawn(
+            [
+                sys.executable,
+                "-m",
+                "pbench_runner.sink",
+                "--redis",
+                redis_server.url,
+                "--run-id",
+                run_id,
+            ],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     try:
-        assert procs.wait_until(lambda: client.hexists(keys.ready, bus.SINK), 20), \
-            procs.tail(log, 30)
+        assert procs.wait_until(lambda: client.hexists(keys.ready, bus.SINK), 20), procs.tail(
+            log, 30
+        )
         url = json.loads(client.hget(keys.ready, bus.SINK))["info"]["url"]
         yield SinkHarness(client, keys, url, token, log, proc)
     finally:

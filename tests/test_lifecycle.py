@@ -20,7 +20,7 @@ from pbench_runner.errors import ActionError
 from pbench_runner.redisserver import RedisServer
 from pbench_runner.toolstore import HostTools, ToolGroup
 
-from .conftest import HOST, pbench_env
+from .conftest import HOST
 
 
 def session_file(run_dir: Path) -> Path:
@@ -52,7 +52,9 @@ def test_low_level_verbs_walk_the_diagram(pbench, run_dir: Path, tmp_path: Path)
     assert not any(procs.pid_alive(pid) for pid in info["pids"].values())
 
 
-def test_a_killed_meister_is_reported_within_the_deadline(pbench, run_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_killed_meister_is_reported_within_the_deadline(
+    pbench, run_dir: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     pbench("register-tool", "--name=vmstat", "--", "--interval=1", check=True)
     pbench("tool-meister-start", f"--dir={tmp_path / 'r'}", check=True)
     info = json.loads(session_file(run_dir).read_text())
@@ -69,7 +71,9 @@ def test_a_killed_meister_is_reported_within_the_deadline(pbench, run_dir: Path,
     assert not list((run_dir / "sessions").glob("*.json"))
 
 
-def test_pbench_kill_stops_what_a_crashed_session_left(pbench, run_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_pbench_kill_stops_what_a_crashed_session_left(
+    pbench, run_dir: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     pbench("register-tool", "--name=vmstat", "--", "--interval=1", check=True)
     pbench("tool-meister-start", f"--dir={tmp_path / 'r'}", check=True)
     info = json.loads(session_file(run_dir).read_text())
@@ -102,16 +106,34 @@ def test_wrong_redis_password_is_refused(redis_server: RedisServer, tmp_path: Pa
     bad.close()
     env = {**os.environ, bus.PASSWORD_ENV: "not-the-password", bus.RUN_ID_ENV: "x"}
     proc = subprocess.run(
-        [sys.executable, "-m", "pbench_runner.meister", "--redis", redis_server.url,
-         "--run-id", "x", "--host", "h1"], env=env, capture_output=True, text=True, timeout=30,
+        [
+            sys.executable,
+            "-m",
+            "pbench_runner.meister",
+            "--redis",
+            redis_server.url,
+            "--run-id",
+            "x",
+            "--host",
+            "h1",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert proc.returncode == 3
     assert "invalid username-password pair" in proc.stderr.lower() or "auth" in proc.stderr.lower()
 
 
 def _group(*hosts: str, tool: str = "noop") -> ToolGroup:
-    return ToolGroup("default", {h: HostTools(tools={tool: {}} if tool == "noop"
-                                              else {tool: {"interval": 1}}) for h in hosts})
+    return ToolGroup(
+        "default",
+        {
+            h: HostTools(tools={tool: {}} if tool == "noop" else {tool: {"interval": 1}})
+            for h in hosts
+        },
+    )
 
 
 def test_a_meister_that_lost_redis_catches_up_on_the_missed_action(tmp_path: Path) -> None:
@@ -125,10 +147,18 @@ def test_a_meister_that_lost_redis_catches_up_on_the_missed_action(tmp_path: Pat
                 if client.get("name") == f"tm-{HOST}":
                     ctl.client.client_kill_filter(_id=client["id"])
             seq = int(ctl.client.incr(ctl.keys.seq))
-            action = bus.Action(id=f"{seq}-blip", seq=seq, action="start", group="default",
-                                directory=str(tmp_path / "s1"), args={"timeout": 10})
+            action = bus.Action(
+                id=f"{seq}-blip",
+                seq=seq,
+                action="start",
+                group="default",
+                directory=str(tmp_path / "s1"),
+                args={"timeout": 10},
+            )
             ctl.client.set(ctl.keys.action, action.dumps())
-            assert ctl.client.publish(ctl.keys.action, action.dumps()) == 1  # only the sink heard it
+            assert (
+                ctl.client.publish(ctl.keys.action, action.dumps()) == 1
+            )  # only the sink heard it
         finally:
             os.kill(pid, signal.SIGCONT)
         assert procs.wait_until(

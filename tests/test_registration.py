@@ -17,16 +17,28 @@ def store(run_dir: Path, group: str = "default") -> dict:  # type: ignore[type-a
 def test_register_list_and_clear(pbench, run_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     remotes = tmp_path / "hosts.txt"
     remotes.write_text("# lab\nnode-a\nnode-b  # the db\n\n")
-    pbench("register-tool", "--name=iostat", f"--remotes=@{remotes}", "--labels=lab",
-           "--", "--interval=5", "--devices=sda,sdb", check=True)
+    pbench(
+        "register-tool",
+        "--name=iostat",
+        f"--remotes=@{remotes}",
+        "--labels=lab",
+        "--",
+        "--interval=5",
+        "--devices=sda,sdb",
+        check=True,
+    )
     pbench("register-tool", "--name=vmstat", "--group=quick", check=True)
     data = store(run_dir)
     assert data["hosts"]["node-a"] == {
-        "labels": ["lab"], "tools": {"iostat": {"interval": 5, "devices": "sda,sdb"}}}
+        "labels": ["lab"],
+        "tools": {"iostat": {"interval": 5, "devices": "sda,sdb"}},
+    }
     assert set(data["hosts"]) == {"node-a", "node-b"}
     assert store(run_dir, "quick")["hosts"][HOST]["tools"]["vmstat"] == {"interval": 3}
     listed = pbench("list-tools", check=True).stdout
-    assert "group: default; host: node-a [lab]; tool: iostat --devices=sda,sdb --interval=5" in listed
+    assert (
+        "group: default; host: node-a [lab]; tool: iostat --devices=sda,sdb --interval=5" in listed
+    )
     assert f"group: quick; host: {HOST}; tool: vmstat --interval=3" in listed
     assert "node-a" not in pbench("list-tools", "--group=quick", check=True).stdout
     out = pbench("clear-tools", "--remotes=node-a", check=True).stdout
@@ -50,7 +62,9 @@ def test_register_list_and_clear(pbench, run_dir: Path, tmp_path: Path) -> None:
         (["--name=pidstat", "--", "--pids=12,x"], "tool 'pidstat': --pids=12,x"),
     ],
 )
-def test_bad_registration_is_refused_and_changes_nothing(pbench, run_dir: Path, args: list[str], message: str) -> None:  # type: ignore[no-untyped-def]
+def test_bad_registration_is_refused_and_changes_nothing(
+    pbench, run_dir: Path, args: list[str], message: str
+) -> None:  # type: ignore[no-untyped-def]
     pbench("register-tool", "--name=vmstat", check=True)
     before = (run_dir / "tools" / "default.json").read_bytes()
     proc = pbench("register-tool", *args)
@@ -63,7 +77,11 @@ def test_a_corrupt_store_is_named_and_left_alone(pbench, run_dir: Path) -> None:
     (run_dir / "tools").mkdir(parents=True)
     path = run_dir / "tools" / "default.json"
     path.write_text('{"group": "default", "hosts": {"x": ')
-    for args in (["register-tool", "--name=vmstat"], ["list-tools"], ["user-benchmark", "--", "true"]):
+    for args in (
+        ["register-tool", "--name=vmstat"],
+        ["list-tools"],
+        ["user-benchmark", "--", "true"],
+    ):
         proc = pbench(*args)
         assert proc.returncode == 2, args
         assert f"the tool store file {path} is corrupt" in proc.stderr
@@ -80,14 +98,22 @@ def test_tool_sets_ship_and_users_may_add_their_own(pbench, run_dir: Path, tmp_p
     assert store(run_dir)["hosts"][HOST]["tools"] == {"vmstat": {"interval": 7}}
     pbench("register-tool-set", "heavy", "--group=all", check=True)
     assert set(store(run_dir, "all")["hosts"][HOST]["tools"]) == {
-        "vmstat", "iostat", "sar", "mpstat", "pidstat"}
+        "vmstat",
+        "iostat",
+        "sar",
+        "mpstat",
+        "pidstat",
+    }
     (tmp_path / "pbench.toml").write_text('[toolsets.mine]\nmpstat = { cpus = "0" }\n')
     pbench("register-tool-set", "mine", "--group=mine", check=True)
     assert store(run_dir, "mine")["hosts"][HOST]["tools"] == {
-        "mpstat": {"cpus": "0", "interval": 3}}
+        "mpstat": {"cpus": "0", "interval": 3}
+    }
     proc = pbench("register-tool-set", "nosuch")
     assert proc.returncode == 2
-    assert "unknown tool set 'nosuch'; tool sets: default, heavy, light, medium, mine" in proc.stderr
+    assert (
+        "unknown tool set 'nosuch'; tool sets: default, heavy, light, medium, mine" in proc.stderr
+    )
 
 
 def test_list_available_shows_kinds_options_and_programs(pbench) -> None:  # type: ignore[no-untyped-def]

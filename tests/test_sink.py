@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import socket
 import tarfile
@@ -26,13 +27,20 @@ def make_tarball(tmp_path: Path, name: str = "data.tar") -> tuple[Path, str]:
     return target, md5
 
 
-def raw_put(sink: SinkHarness, action_id: str, host: str, body: bytes, md5: str | None,
-            token: str | None = None) -> requests.Response:
+def raw_put(
+    sink: SinkHarness,
+    action_id: str,
+    host: str,
+    body: bytes,
+    md5: str | None,
+    token: str | None = None,
+) -> requests.Response:
     headers = {"Authorization": f"Bearer {token or sink.token}"}
     if md5 is not None:
         headers["Content-MD5"] = md5
-    return requests.put(f"{sink.url}/api/v1/data/{action_id}/{host}", data=body,
-                        headers=headers, timeout=10)
+    return requests.put(
+        f"{sink.url}/api/v1/data/{action_id}/{host}", data=body, headers=headers, timeout=10
+    )
 
 
 def test_put_before_send_gets_412_and_meister_retries(sink: SinkHarness, tmp_path: Path) -> None:
@@ -42,8 +50,9 @@ def test_put_before_send_gets_412_and_meister_retries(sink: SinkHarness, tmp_pat
 
     def upload() -> None:
         try:
-            outcome["resp"] = put_tarball(f"{sink.url}/api/v1/data/7-early/h1", tarball, md5,
-                                          sink.token, timeout=10)
+            outcome["resp"] = put_tarball(
+                f"{sink.url}/api/v1/data/7-early/h1", tarball, md5, sink.token, timeout=10
+            )
         except Exception as exc:
             outcome["error"] = exc
 
@@ -55,8 +64,11 @@ def test_put_before_send_gets_412_and_meister_retries(sink: SinkHarness, tmp_pat
     thread.join(timeout=20)
     assert "error" not in outcome, outcome
     assert outcome["resp"].status_code == 201  # type: ignore[attr-defined]
-    assert (sample / "tools-default" / "h1" / "vmstat" / "vmstat.csv").read_text().startswith(
-        "timestamp")
+    assert (
+        (sample / "tools-default" / "h1" / "vmstat" / "vmstat.csv")
+        .read_text()
+        .startswith("timestamp")
+    )
     log = sink.log.read_text()
     assert '"PUT /api/v1/data/7-early/h1 HTTP/1.1" 412' in log
     assert '"PUT /api/v1/data/7-early/h1 HTTP/1.1" 201' in log
@@ -70,8 +82,11 @@ def test_sink_answers_once_when_every_host_has_reported(sink: SinkHarness, tmp_p
     bus.publish_report(sink.client, sink.keys, bus.Report("0-old", "h2", "start", True))
     time.sleep(0.3)
     assert not sink.client.exists(sink.keys.result(act.id))
-    bus.publish_report(sink.client, sink.keys,
-                       bus.Report(act.id, "h2", "start", False, ["tool 'x' on host h2: boom"]))
+    bus.publish_report(
+        sink.client,
+        sink.keys,
+        bus.Report(act.id, "h2", "start", False, ["tool 'x' on host h2: boom"]),
+    )
     result = sink.result(act.id)
     assert not result.ok
     assert result.hosts == {"h1": [], "h2": ["tool 'x' on host h2: boom"]}
@@ -84,8 +99,9 @@ def test_host_without_heartbeat_is_reported_lost(sink: SinkHarness, tmp_path: Pa
     bus.publish_report(sink.client, sink.keys, bus.Report(act.id, "h1", "stop", True))
     result = sink.result(act.id, timeout=10)
     assert time.monotonic() - began < 5
-    assert result.failures() == {"h2": [
-        f"the tool meister stopped answering (no heartbeat for {bus.ALIVE_TTL} s)"]}
+    assert result.failures() == {
+        "h2": [f"the tool meister stopped answering (no heartbeat for {bus.ALIVE_TTL} s)"]
+    }
 
 
 def test_deadline_names_hosts_that_did_not_answer(sink: SinkHarness, tmp_path: Path) -> None:
@@ -97,7 +113,7 @@ def test_deadline_names_hosts_that_did_not_answer(sink: SinkHarness, tmp_path: P
 
 
 def test_wrong_md5_is_rejected_and_nothing_written(sink: SinkHarness, tmp_path: Path) -> None:
-    tarball, md5 = make_tarball(tmp_path)
+    tarball, _md5 = make_tarball(tmp_path)
     sample = tmp_path / "s1"
     act = sink.publish("send", sample)
     time.sleep(0.2)
@@ -128,7 +144,9 @@ class CorruptFirstBodyProxy:
             self.connections += 1
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
             corrupt = self.connections == 1
-            threading.Thread(target=self._pipe, args=(client, upstream, corrupt), daemon=True).start()
+            threading.Thread(
+                target=self._pipe, args=(client, upstream, corrupt), daemon=True
+            ).start()
             threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
 
     @staticmethod
@@ -142,7 +160,7 @@ class CorruptFirstBodyProxy:
                     head_end = seen.find(b"\r\n\r\n")
                     if head_end >= 0 and len(seen) > head_end + 10:
                         i = head_end + 10
-                        seen = seen[:i] + bytes([seen[i] ^ 0xFF]) + seen[i + 1:]
+                        seen = seen[:i] + bytes([seen[i] ^ 0xFF]) + seen[i + 1 :]
                         data, done = seen, True
                     else:
                         continue
@@ -151,10 +169,8 @@ class CorruptFirstBodyProxy:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def close(self) -> None:
         self._stop = True
@@ -169,8 +185,13 @@ def test_corrupted_upload_is_resent_and_lands(sink: SinkHarness, tmp_path: Path)
     port = int(sink.url.rsplit(":", 1)[1])
     proxy = CorruptFirstBodyProxy(port)
     try:
-        resp = put_tarball(f"http://127.0.0.1:{proxy.port}/api/v1/data/{act.id}/h1", tarball,
-                           md5, sink.token, timeout=10)
+        resp = put_tarball(
+            f"http://127.0.0.1:{proxy.port}/api/v1/data/{act.id}/h1",
+            tarball,
+            md5,
+            sink.token,
+            timeout=10,
+        )
     finally:
         proxy.close()
     assert resp.status_code == 201
@@ -220,8 +241,11 @@ def test_unsafe_tarballs_are_refused_and_write_nothing(sink: SinkHarness, tmp_pa
     assert not (tmp_path / "escaped.txt").exists()
     assert not (tmp_path / "deep" / "escaped.txt").exists()
     assert not (tmp_path / "absolute.txt").exists()
-    assert not any((sample / "tools-default" / "h1").rglob("*")) if (
-        sample / "tools-default" / "h1").exists() else True
+    assert (
+        not any((sample / "tools-default" / "h1").rglob("*"))
+        if (sample / "tools-default" / "h1").exists()
+        else True
+    )
 
 
 def test_put_needs_the_run_token_and_a_known_host(sink: SinkHarness, tmp_path: Path) -> None:
@@ -241,8 +265,9 @@ def test_concurrent_puts_from_hosts_all_land(sink: SinkHarness, tmp_path: Path) 
     codes: dict[str, int] = {}
 
     def put(host: str) -> None:
-        codes[host] = put_tarball(f"{sink.url}/api/v1/data/{act.id}/{host}", tarball, md5,
-                                  sink.token, timeout=10).status_code
+        codes[host] = put_tarball(
+            f"{sink.url}/api/v1/data/{act.id}/{host}", tarball, md5, sink.token, timeout=10
+        ).status_code
 
     threads = [threading.Thread(target=put, args=(h,)) for h in ("h1", "h2")]
     for t in threads:

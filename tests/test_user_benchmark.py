@@ -22,11 +22,22 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def test_user_benchmark_with_two_sysstat_tools_writes_the_result_tree(pbench, run_dir: Path) -> None:  # type: ignore[no-untyped-def]
-    pbench("register-tool", "--name=vmstat", "--labels=controller", "--", "--interval=1", check=True)
+def test_user_benchmark_with_two_sysstat_tools_writes_the_result_tree(
+    pbench, run_dir: Path
+) -> None:  # type: ignore[no-untyped-def]
+    pbench(
+        "register-tool", "--name=vmstat", "--labels=controller", "--", "--interval=1", check=True
+    )
     pbench("register-tool", "--name=iostat", "--", "--interval=1", check=True)
-    proc = pbench("user-benchmark", "--config=two-tools", "--samples=2",
-                  "--", "sh", "-c", "echo benchmark-output; sleep 2.2")
+    proc = pbench(
+        "user-benchmark",
+        "--config=two-tools",
+        "--samples=2",
+        "--",
+        "sh",
+        "-c",
+        "echo benchmark-output; sleep 2.2",
+    )
     assert proc.returncode == 0, proc.stderr
     result = latest_result(run_dir)
     assert f"Result directory: {result}" in proc.stdout
@@ -85,11 +96,14 @@ def test_without_tools_the_benchmark_still_runs_and_says_so(pbench, run_dir: Pat
     assert not (sample / "tools-default").exists()
 
 
-def test_a_tool_that_fails_to_start_is_named_and_the_others_are_stopped(pbench, run_dir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_tool_that_fails_to_start_is_named_and_the_others_are_stopped(
+    pbench, run_dir: Path
+) -> None:  # type: ignore[no-untyped-def]
     pbench("register-tool", "--name=vmstat", "--", "--interval=1", check=True)
     pbench("register-tool", "-p", "pbench_test_tools", "--name=failstart", check=True)
-    proc = pbench("user-benchmark", "-p", "pbench_test_tools", "--sysinfo=none", "--",
-                  "sleep", "0.5")
+    proc = pbench(
+        "user-benchmark", "-p", "pbench_test_tools", "--sysinfo=none", "--", "sleep", "0.5"
+    )
     assert proc.returncode == 4, proc.stderr
     assert f"host {HOST}" in proc.stderr
     assert "failstart" in proc.stderr
@@ -104,8 +118,9 @@ def test_a_tool_that_fails_to_start_is_named_and_the_others_are_stopped(pbench, 
 def test_a_tool_that_dies_mid_sample_is_reported_with_its_stderr(pbench, run_dir: Path) -> None:  # type: ignore[no-untyped-def]
     pbench("register-tool", "-p", "pbench_test_tools", "--name=dies", check=True)
     pbench("register-tool", "--name=vmstat", "--", "--interval=1", check=True)
-    proc = pbench("user-benchmark", "-p", "pbench_test_tools", "--sysinfo=none", "--",
-                  "sleep", "1.5")
+    proc = pbench(
+        "user-benchmark", "-p", "pbench_test_tools", "--sysinfo=none", "--", "sleep", "1.5"
+    )
     assert proc.returncode == 4
     assert "tool 'dies' on host" in proc.stderr
     assert "exit status 7" in proc.stderr
@@ -121,17 +136,34 @@ def test_a_missing_program_is_refused_at_tool_meister_start(pbench, run_dir: Pat
     proc = pbench("user-benchmark", "-p", "pbench_test_tools", "--", "echo", "never")
     assert proc.returncode == 4
     assert time.monotonic() - began < 15
-    assert f"host {HOST}: tool 'needsmissing' needs the program 'pbench-no-such-program'" in proc.stderr
+    assert (
+        f"host {HOST}: tool 'needsmissing' needs the program 'pbench-no-such-program'"
+        in proc.stderr
+    )
     assert "install the package 'pbench-imaginary-package'" in proc.stderr
     assert not (latest_result(run_dir) / "1-default").exists()
 
 
-def test_sigint_during_the_benchmark_keeps_partial_results_and_leaves_nothing(run_dir: Path, tmp_path: Path, pbench) -> None:  # type: ignore[no-untyped-def]
+def test_sigint_during_the_benchmark_keeps_partial_results_and_leaves_nothing(
+    run_dir: Path, tmp_path: Path, pbench
+) -> None:  # type: ignore[no-untyped-def]
     pbench("register-tool", "--name=vmstat", "--", "--interval=1", check=True)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pbench_runner", "user-benchmark", "--sysinfo=none", "--samples=3",
-         "--", "sleep", "60"],
-        cwd=tmp_path, env=pbench_env(run_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "pbench_runner",
+            "user-benchmark",
+            "--sysinfo=none",
+            "--samples=3",
+            "--",
+            "sleep",
+            "60",
+        ],
+        cwd=tmp_path,
+        env=pbench_env(run_dir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
     try:
@@ -140,7 +172,7 @@ def test_sigint_during_the_benchmark_keeps_partial_results_and_leaves_nothing(ru
         )
         time.sleep(1.5)  # let vmstat write a line or two
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        _out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -152,13 +184,20 @@ def test_sigint_during_the_benchmark_keeps_partial_results_and_leaves_nothing(ru
     vmstat = result / "1-default" / "sample1" / "tools-default" / HOST / "vmstat"
     assert read_csv(vmstat / "vmstat.csv")
     assert not (result / "1-default" / "sample2").exists()
-    assert "sleep 60" not in subprocess.run(["ps", "-eo", "args"], capture_output=True,
-                                            text=True).stdout
+    assert (
+        "sleep 60"
+        not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    )
 
 
 def test_pbench_runs_as_a_module_and_a_script(run_dir: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "pbench_runner", "--version"],
-                         capture_output=True, text=True, check=True, env=pbench_env(run_dir))
+    out = subprocess.run(
+        [sys.executable, "-m", "pbench_runner", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=pbench_env(run_dir),
+    )
     assert out.stdout.startswith("pbench_runner ")
     exe = Path(sys.executable).with_name("pbench")
     assert os.access(exe, os.X_OK)

@@ -32,11 +32,17 @@ class DiesMidSample(CommandTool):
 @hookimpl
 def pbench_tool_specs() -> Sequence[ToolSpec]:
     return [
-        ToolSpec(name="failstart", kind="transient", summary="fails at start",
-                 factory=FailsToStart),
-        ToolSpec(name="dies", kind="transient", summary="dies during the sample",
-                 factory=DiesMidSample),
-        ToolSpec(name="needsmissing", kind="transient", summary="needs a missing program",
-                 factory=FailsToStart,
-                 programs={"pbench-no-such-program": "pbench-imaginary-package"}),
+        ToolSpec(
+            name="failstart", kind="transient", summary="fails at start", factory=FailsToStart
+        ),
+        ToolSpec(
+            name="dies", kind="transient", summary="dies during the sample", factory=DiesMidSample
+        ),
+        ToolSpec(
+            name="needsmissing",
+            kind="transient",
+            summary="needs a missing program",
+            factory=FailsToStart,
+            programs={"pbench-no-such-program": "pbench-imaginary-package"},
+        ),
     ]
