@@ -6,6 +6,7 @@ import importlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import pluggy
 
@@ -62,7 +63,7 @@ def tool_registry(pm: pluggy.PluginManager) -> ToolRegistry:
     aliases: dict[str, str] = {}
     for impl in pm.hook.pbench_tool_specs.get_hookimpls():
         owner = impl.plugin_name
-        provided: Sequence[ToolSpec] = impl.function() or ()
+        provided = cast("Sequence[ToolSpec]", impl.function() or ())
         for spec in provided:
             for name in (spec.name, *spec.aliases):
                 if name in owners:
@@ -74,3 +75,22 @@ def tool_registry(pm: pluggy.PluginManager) -> ToolRegistry:
             for alias in spec.aliases:
                 aliases[alias] = spec.name
     return ToolRegistry(specs=specs, aliases=aliases)
+
+
+def notify(pm: pluggy.PluginManager, hook: str, **kwargs: Any) -> list[str]:
+    """Call every implementation of a broadcast hook; one that raises never stops the others.
+
+    pluggy stops at the first implementation that raises, so each is called
+    here on its own.  Returns a message per failing implementation (also logged).
+    """
+    problems = []
+    caller = getattr(pm.hook, hook)
+    for impl in reversed(caller.get_hookimpls()):
+        args = {name: kwargs[name] for name in impl.argnames if name in kwargs}
+        try:
+            impl.function(**args)
+        except Exception as exc:  # an observer's bug must not break the run
+            msg = f"plugin {impl.plugin_name}: {hook} raised {type(exc).__name__}: {exc}"
+            log.warning("%s", msg)
+            problems.append(msg)
+    return problems

@@ -33,7 +33,7 @@ from cherrypy._cpwsgi_server import CPWSGIServer
 
 from pbench_runner import bus
 from pbench_runner.heartbeat import Heartbeat
-from pbench_runner.pluginmanager import get_plugin_manager
+from pbench_runner.pluginmanager import get_plugin_manager, notify
 from pbench_runner.sinkhttp import DataAPI, Upload
 
 log = logging.getLogger("pbench.sink")
@@ -107,7 +107,7 @@ class ToolDataSink:
             return self.uploads.get(action_id)
 
     def data_received(self, host: str, directory: Path, kind: str) -> None:
-        self.pm.hook.pbench_tool_data_received(host=host, directory=directory, kind=kind)
+        notify(self.pm, "pbench_tool_data_received", host=host, directory=directory, kind=kind)
 
     # --- the Redis loop ----------------------------------------------------------
 

@@ -26,6 +26,7 @@ from pbench_runner.config import Deadlines
 from pbench_runner.controller import Controller
 from pbench_runner.errors import InfrastructureError, Interrupted, PbenchError, UsageError
 from pbench_runner.exitcodes import ExitCode
+from pbench_runner.pluginmanager import get_plugin_manager, notify
 from pbench_runner.resultdir import RunMetadata, make_result_dir
 from pbench_runner.toolstore import ToolGroup, ToolStore
 
@@ -118,6 +119,12 @@ class UserBenchmark:
         )
         self.problems: list[str] = []
         self.exit_status = 0
+        self.pm = get_plugin_manager(opts.plugins)
+
+    def notify(self, hook: str, **kwargs: Any) -> None:
+        # A broken observer is reported, but it is not the run's failure.
+        for warning in notify(self.pm, hook, run_id=self.meta.run_id, **kwargs):
+            self.say(f"warning: {warning}")
 
     def say(self, text: str) -> None:
         print(f"pbench: {text}", file=self.err, flush=True)
@@ -156,12 +163,14 @@ class UserBenchmark:
                 self.meta.status = "failed" if self.problems else "ok"
             self.meta.extra["problems"] = self.problems
             self.meta.write(self.result_dir)
-        for problem in self.problems:
-            self.say(problem)
         if code == ExitCode.OK and self.problems:
             code = ExitCode.INFRASTRUCTURE_ERROR
+        final = code if code != ExitCode.OK else self.exit_status
+        self.notify("pbench_run_finished", result_dir=self.result_dir, exit_status=int(final))
+        for problem in self.problems:
+            self.say(problem)
         print(f"Result directory: {self.result_dir}", file=self.out, flush=True)
-        return code if code != ExitCode.OK else self.exit_status
+        return final
 
     def _with_tools(self) -> None:
         hosts = sorted(self.group.hosts)
@@ -176,6 +185,7 @@ class UserBenchmark:
         with ctl:
             self.meta.run_id = ctl.run_id
             self.meta.write(self.result_dir)
+            self.notify("pbench_run_started", result_dir=self.result_dir, hosts=hosts)
             self._sysinfo(ctl, "beg")
             self._samples(ctl)
             self._sysinfo(ctl, "end")
@@ -214,8 +224,10 @@ class UserBenchmark:
             return run_command(self.opts.command, sample_dir, self.out)
         failure: BaseException | None = None
         result: dict[str, Any] = {}
+        group = self.group.name
         try:
             ctl.run_action("start", sample_dir)
+            self.notify("pbench_sample_started", sample_dir=sample_dir, group=group)
             result = run_command(self.opts.command, sample_dir, self.out)
         except BaseException as exc:
             failure = exc
@@ -228,6 +240,9 @@ class UserBenchmark:
                     failure = exc
                 else:
                     self.problems.append(str(exc))
+            if verb == "stop":
+                self.notify("pbench_tools_stopped", sample_dir=sample_dir, group=group)
         if failure is not None:
             raise failure
+        self.notify("pbench_sample_finished", sample_dir=sample_dir, group=group, result=result)
         return result

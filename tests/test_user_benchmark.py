@@ -201,3 +201,41 @@ def test_pbench_runs_as_a_module_and_a_script(run_dir: Path) -> None:
     assert out.stdout.startswith("pbench_runner ")
     exe = Path(sys.executable).with_name("pbench")
     assert os.access(exe, os.X_OK)
+
+
+def test_observers_see_the_lifecycle_and_a_broken_one_stops_nothing(
+    pbench, run_dir: Path, tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    events = tmp_path / "events.jsonl"
+    monkeypatch.setenv("TEST_OBSERVER_EVENTS", str(events))
+    pbench("register-tool", "--name=vmstat", "--", "--interval=1", check=True)
+    proc = pbench(
+        "user-benchmark",
+        "-p",
+        "pbench_test_broken_observer",
+        "-p",
+        "pbench_test_observer",
+        "--samples=2",
+        "--",
+        "true",
+    )
+    # the broken observer is reported, and the run is not lost
+    assert proc.returncode == 0, proc.stderr
+    assert "pbench_test_broken_observer: pbench_sample_started raised RuntimeError" in proc.stderr
+    seen = [json.loads(line) for line in events.read_text().splitlines()]
+    controller_events = [e["event"] for e in seen if e["event"] != "data_received"]
+    assert controller_events == [
+        "run_started",
+        "sample_started",
+        "tools_stopped",
+        "sample_finished",
+        "sample_started",
+        "tools_stopped",
+        "sample_finished",
+        "run_finished",
+    ]
+    received = [(e["host"], e["kind"]) for e in seen if e["event"] == "data_received"]
+    assert received.count((HOST, "tools")) == 2
+    assert received.count((HOST, "sysinfo")) == 2
+    assert seen[-1]["exit_status"] == str(proc.returncode)
+    assert (latest_result(run_dir) / "1-default" / "sample2" / "tools-default" / HOST).exists()
