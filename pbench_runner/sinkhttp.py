@@ -20,6 +20,7 @@ import contextlib
 import hmac
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -100,27 +101,54 @@ class DataAPI:
         return self._receive(upload, host, expected_md5)
 
     def _receive(self, upload: Upload, host: str, expected_md5: str) -> dict[str, Any]:
+        """Unpack the body into a staging directory while hashing it; publish on success.
+
+        The body is read once: members are checked and extracted as they
+        stream in, the MD5 is compared at the end, and only then does the
+        staging directory take the place of the host's data.  A bad MD5 or an
+        unsafe member leaves nothing behind.
+        """
         request = cherrypy.request
         length_text = request.headers.get("Content-Length")
         length = int(length_text) if length_text else None
         dest = upload.destination(host)
-        incoming = upload.directory / ".incoming"
-        incoming.mkdir(parents=True, exist_ok=True)
-        temp = incoming / f"{host}-{upload.action.id}-{os.getpid()}-{id(request)}.tar"
+        staging = upload.directory / ".incoming" / f"{host}-{upload.action.id}-{id(request)}"
+        reader = tarballs.HashingReader(request.rfile, length)
         try:
-            md5, size = tarballs.receive(request.rfile, temp, length)
-            if length is not None and size != length:
-                return _fail(400, f"body ended after {size} of {length} bytes")
+            refused: tarballs.UnsafeTarball | None = None
+            members = 0
+            try:
+                members = tarballs.unpack_stream(reader, staging)
+            except tarballs.UnsafeTarball as exc:
+                reader.drain()  # answer only once the whole body is read
+                refused = exc
+            if length is not None and reader.size != length:
+                return _fail(400, f"body ended after {reader.size} of {length} bytes")
+            md5 = reader.hexdigest()
+            # A body damaged in transit is re-sent (400), even if it no longer
+            # parses; an intact but unsafe tarball is refused for good (422).
             if md5 != expected_md5:
                 log.warning("host %s: MD5 mismatch (%s != %s)", host, md5, expected_md5)
                 return _fail(400, f"MD5 mismatch: received {md5}, header says {expected_md5}")
-            try:
-                members = tarballs.unpack(temp, dest)
-            except tarballs.UnsafeTarball as exc:
-                log.error("host %s: refused tarball: %s", host, exc)
-                return _fail(422, f"refused: {exc}")
+            if refused is not None:
+                log.error("host %s: refused tarball: %s", host, refused)
+                return _fail(422, f"refused: {refused}")
+            _publish(staging, dest)
         finally:
-            temp.unlink(missing_ok=True)
+            reader.close()
+            shutil.rmtree(staging, ignore_errors=True)
         self.sink.data_received(host, dest, upload.kind)
         cherrypy.response.status = 201
-        return {"status": 201, "host": host, "bytes": size, "members": members}
+        return {"status": 201, "host": host, "bytes": reader.size, "members": members}
+
+
+def _publish(staging: Path, dest: Path) -> None:
+    """Move what was received into ``dest``; a re-sent entry replaces the old one."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for entry in staging.iterdir():
+        target = dest / entry.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+        os.replace(entry, target)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import queue
 import tarfile
+import threading
 from pathlib import Path
 from typing import IO, BinaryIO
 
@@ -52,48 +54,88 @@ def md5_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def receive(stream: IO[bytes], target: Path, length: int | None) -> tuple[str, int]:
-    """Copy a request body to ``target`` in chunks, hashing as it goes."""
-    digest = hashlib.md5()
-    size = 0
-    with open(target, "wb") as out:
-        while length is None or size < length:
-            want = CHUNK if length is None else min(CHUNK, length - size)
-            chunk = stream.read(want)
-            if not chunk:
-                break
-            digest.update(chunk)
-            out.write(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
+class HashingReader:
+    """Reads at most ``length`` bytes of ``stream``, hashing what passes through.
 
-
-def check_members(tar: tarfile.TarFile, dest: Path) -> None:
-    """Raise :class:`UnsafeTarball` naming the first member that is not safe.
-
-    Safe means what ``tarfile``'s ``data`` filter allows (no ``..``, no link
-    pointing outside ``dest``, no device or FIFO), and no absolute name at all.
+    The hashing runs in a helper thread (hashlib releases the GIL), so it
+    overlaps with whatever the consumer does with the data (unpacking,
+    writing).  ``hexdigest()`` waits for it to finish.
     """
-    for member in tar.getmembers():
-        if member.name.startswith("/") or (member.islnk() and member.linkname.startswith("/")):
-            # The data filter would quietly make these relative; we refuse them.
-            raise UnsafeTarball(f"member {member.name!r}: absolute path")
-        try:
-            tarfile.data_filter(member, str(dest))
-        except tarfile.FilterError as exc:
-            raise UnsafeTarball(f"member {member.name!r}: {exc}") from exc
+
+    def __init__(self, stream: IO[bytes], length: int | None) -> None:
+        self.stream = stream
+        self.remaining = length
+        self.size = 0
+        self._md5 = hashlib.md5()
+        # A few chunks in flight: enough to overlap, little enough for flat memory.
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self._closed = False
+        self._hasher = threading.Thread(target=self._hash, name="md5", daemon=True)
+        self._hasher.start()
+
+    def _hash(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            self._md5.update(chunk)
+
+    def read(self, size: int = -1) -> bytes:
+        want = CHUNK if size is None or size < 0 else size
+        if self.remaining is not None:
+            want = min(want, self.remaining)
+        if want <= 0:
+            return b""
+        data = self.stream.read(want)
+        if data:
+            self._chunks.put(data)
+            self.size += len(data)
+            if self.remaining is not None:
+                self.remaining -= len(data)
+        return data
+
+    def drain(self) -> None:
+        """Read (and hash) whatever the tar reader left, such as end padding."""
+        while self.read(CHUNK):
+            pass
+
+    def close(self) -> None:
+        """Let the hashing thread finish; safe to call more than once."""
+        if not self._closed:
+            self._closed = True
+            self._chunks.put(None)
+            self._hasher.join()
+
+    def hexdigest(self) -> str:
+        """The MD5 of everything read (reading ends here)."""
+        self.close()
+        return self._md5.hexdigest()
 
 
-def unpack(tarball: Path, dest: Path) -> int:
-    """Check every member, then extract all into ``dest``; returns the member count.
+def _check(member: tarfile.TarInfo, dest: Path) -> None:
+    if member.name.startswith("/") or (member.islnk() and member.linkname.startswith("/")):
+        # The data filter would quietly make these relative; we refuse them.
+        raise UnsafeTarball(f"member {member.name!r}: absolute path")
+    try:
+        tarfile.data_filter(member, str(dest))
+    except tarfile.FilterError as exc:
+        raise UnsafeTarball(f"member {member.name!r}: {exc}") from exc
 
-    Nothing is written when any member is unsafe.
+
+def unpack_stream(reader: HashingReader, dest: Path) -> int:
+    """Extract a tar stream into ``dest`` member by member, checking each first.
+
+    Reads the stream to its end (so the MD5 covers every byte).  Raises
+    :class:`UnsafeTarball` at the first unsafe member; the caller discards
+    ``dest``, which must be a staging directory.
     """
     dest.mkdir(parents=True, exist_ok=True)
+    count = 0
     try:
-        with tarfile.open(tarball, mode="r:*") as tar:
-            check_members(tar, dest)
-            tar.extractall(dest, filter="data")
-            return len(tar.getmembers())
+        with tarfile.open(fileobj=reader, mode="r|*", bufsize=CHUNK) as tar:  # type: ignore[call-overload]
+            tar.copybufsize = CHUNK
+            for member in tar:
+                _check(member, dest)
+                tar.extract(member, dest, filter="data")
+                count += 1
     except tarfile.TarError as exc:
         raise UnsafeTarball(f"not a readable tarball: {exc}") from exc
+    reader.drain()
+    return count

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -13,6 +13,14 @@ from pbench_runner.errors import TransferError
 
 #: 412: the sink is not yet ready for this action; 400: the MD5 did not match
 RETRY_STATUSES: Final = (400, 412, 429, 502, 503, 504)
+
+
+class _Adapter(HTTPAdapter):
+    """Sends bodies in 1 MiB blocks rather than http.client's 16 KiB."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["blocksize"] = 1 << 20
+        super().init_poolmanager(*args, **kwargs)
 
 
 def session(retries: int = 60, backoff_max: float = 0.5) -> requests.Session:
@@ -30,7 +38,7 @@ def session(retries: int = 60, backoff_max: float = 0.5) -> requests.Session:
         respect_retry_after_header=True,
     )
     http = requests.Session()
-    adapter = HTTPAdapter(max_retries=retry, pool_connections=1, pool_maxsize=1)
+    adapter = _Adapter(max_retries=retry, pool_connections=1, pool_maxsize=1)
     http.mount("http://", adapter)
     http.mount("https://", adapter)
     return http

@@ -1,0 +1,128 @@
+"""Sink ingest: PUT a 1 GiB tarball to a real Tool Data Sink.
+
+Reports the throughput as a ratio to ``md5sum`` reading the same file on this
+machine (both from the page cache), and the sink's peak RSS (VmHWM).
+
+    python perf/sink_ingest.py [--size-mib 1024] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+from pbench_runner import bus, procs
+from pbench_runner.redisserver import RedisServer
+from pbench_runner.tarballs import md5_file
+from pbench_runner.upload import put_tarball
+
+
+def make_tarball(base: Path, size_mib: int) -> Path:
+    payload = base / "payload.bin"
+    block = os.urandom(1 << 20)
+    with open(payload, "wb") as fh:
+        for _ in range(size_mib):
+            fh.write(block)
+    tarball = base / "data.tar"
+    with tarfile.open(tarball, "w") as tar:
+        tar.add(payload, arcname="tool/payload.bin")
+    payload.unlink()
+    return tarball
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--dir", default="/var/tmp", help="where the tarball and the result go")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="pbench-ingest-", dir=args.dir) as tmp:
+        base = Path(tmp)
+        tarball = make_tarball(base, args.size_mib)
+        size = tarball.stat().st_size
+        md5 = md5_file(tarball)
+        md5sum_s = []
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            subprocess.run(["md5sum", str(tarball)], check=True, capture_output=True)
+            md5sum_s.append(time.perf_counter() - t0)
+        with RedisServer(base / "tm") as server:
+            run_id = bus.new_run_id()
+            keys = bus.Keys(run_id)
+            client = server.client()
+            client.set(
+                keys.sink_config,
+                json.dumps({"run_id": run_id, "hosts": ["h1"], "token": "t", "bind": "127.0.0.1"}),
+            )
+            client.set(keys.alive("h1"), "1", ex=3600)
+            env = {**os.environ, bus.PASSWORD_ENV: server.password, bus.RUN_ID_ENV: run_id}
+            sink = procs.spawn(
+                [
+                    sys.executable,
+                    "-m",
+                    "pbench_runner.sink",
+                    "--redis",
+                    server.url,
+                    "--run-id",
+                    run_id,
+                ],
+                env=env,
+            )
+            try:
+                procs.wait_until(lambda: client.hexists(keys.ready, bus.SINK), 20)
+                url = json.loads(client.hget(keys.ready, bus.SINK))["info"]["url"]
+                put_s = []
+                for n in range(1, args.repeat + 1):
+                    action = bus.Action(
+                        id=f"{n}-ingest",
+                        seq=n,
+                        action="send",
+                        group="g",
+                        directory=str(base / f"s{n}"),
+                        args={"timeout": 600},
+                    )
+                    client.set(keys.action, action.dumps())
+                    client.publish(keys.action, action.dumps())
+                    t0 = time.perf_counter()
+                    put_tarball(f"{url}/api/v1/data/{action.id}/h1", tarball, md5, "t")
+                    put_s.append(time.perf_counter() - t0)
+                    bus.publish_report(client, keys, bus.Report(action.id, "h1", "send", True))
+                    subprocess.run(["rm", "-rf", str(base / f"s{n}")], check=True)
+                rss = peak_rss_mib(sink.pid)
+            finally:
+                procs.stop(sink)
+                client.close()
+    md5_med, put_med = statistics.median(md5sum_s), statistics.median(put_s)
+    print(
+        json.dumps(
+            {
+                "benchmark": "sink_ingest",
+                "bytes": size,
+                "md5sum_median_s": round(md5_med, 3),
+                "put_median_s": round(put_med, 3),
+                "put_MiB_per_s": round(size / put_med / 2**20, 1),
+                "ratio_to_md5sum": round(md5_med / put_med, 3),
+                "sink_peak_rss_mib": round(rss, 1),
+            }
+        ),
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main()
