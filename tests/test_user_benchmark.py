@@ -239,3 +239,43 @@ def test_observers_see_the_lifecycle_and_a_broken_one_stops_nothing(
     assert received.count((HOST, "sysinfo")) == 2
     assert seen[-1]["exit_status"] == str(proc.returncode)
     assert (latest_result(run_dir) / "1-default" / "sample2" / "tools-default" / HOST).exists()
+
+
+def test_a_controller_killed_with_sigkill_takes_every_part_with_it(
+    run_dir: Path, tmp_path: Path, pbench
+) -> None:  # type: ignore[no-untyped-def]
+    pbench("register-tool", "--name=vmstat", "--", "--interval=1", check=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pbench_runner",
+            "user-benchmark",
+            "--sysinfo=none",
+            "--",
+            "sleep",
+            "60",
+        ],
+        cwd=tmp_path,
+        env=pbench_env(run_dir),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert procs.wait_until(
+            lambda: list(run_dir.glob("results/*/1-default/sample1/command.txt")), 30
+        )
+        meta = json.loads((latest_result(run_dir) / "metadata.json").read_text())
+        run_id = meta["pbench"]["run_id"]
+        assert len(procs.run_pids(run_id)) >= 3  # sink, meister, vmstat
+        proc.kill()
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # redis-server, the sink, the meister, vmstat and the benchmark all go too
+    assert procs.wait_until(lambda: not procs.run_pids(run_id), 10), procs.run_pids(run_id)
+    assert (
+        "sleep 60"
+        not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    )
