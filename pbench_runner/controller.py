@@ -146,15 +146,20 @@ class Controller:
         ready.subscribe(self.keys.ready)
         try:
             self._spawn("tds", [sys.executable, "-m", "pbench_runner.sink"])
-            for host in self.hosts:
-                self._spawn(host, [sys.executable, "-m", "pbench_runner.meister", "--host", host])
+            meister = [sys.executable, "-m", "pbench_runner.meister"]
+            if len(self.hosts) == 1:
+                self._spawn(self.hosts[0], [*meister, "--host", self.hosts[0]])
+            else:
+                # One process imports everything once and forks a meister per host.
+                hosts = [arg for host in self.hosts for arg in ("--host", host)]
+                self._spawn("meisters", [*meister, *hosts, "--log-dir", str(self.tm_dir)])
             self._wait_ready(ready)
         finally:
             ready.close()
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         env = {**os.environ, bus.PASSWORD_ENV: self.password, bus.RUN_ID_ENV: self.run_id}
-        log_name = "tds.log" if name == "tds" else f"tm-{name}.log"
+        log_name = {"tds": "tds.log", "meisters": "tm-launcher.log"}.get(name, f"tm-{name}.log")
         with open(self.tm_dir / log_name, "ab") as logf:
             proc = procs.spawn(
                 [*argv, "--redis", self.redis_url, "--run-id", self.run_id],
@@ -180,9 +185,12 @@ class Controller:
                 raise ActionError("tool-meister-start", failed)
             waiting = [n for n in names if n not in seen]
             if not waiting:
+                for name, entry in seen.items():  # the meisters' own pids
+                    if name != bus.SINK and "pid" in entry["info"]:
+                        self.pids[name] = int(entry["info"]["pid"])
                 return
             for name in waiting:
-                proc = self.procs[names[name]]
+                proc = self.procs.get(names[name]) or self.procs["meisters"]
                 if proc.poll() is not None:
                     log = self.tm_dir / ("tds.log" if name == bus.SINK else f"tm-{name}.log")
                     who = "the Tool Data Sink" if name == bus.SINK else f"host {name}: tool meister"

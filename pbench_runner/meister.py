@@ -17,6 +17,7 @@ with the password in ``$PBENCH_REDIS_PASSWORD``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -33,7 +34,7 @@ from typing import Any
 
 import redis
 
-from pbench_runner import __version__, bus
+from pbench_runner import __version__, bus, procs
 from pbench_runner.errors import PbenchError, ProgramMissing, StartupError
 from pbench_runner.heartbeat import Heartbeat
 from pbench_runner.pluginmanager import ToolRegistry, get_plugin_manager, tool_registry
@@ -320,20 +321,12 @@ def _raise_terminate(signum: int, frame: FrameType | None) -> None:
     raise Terminate(signal.Signals(signum).name)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pbench-tool-meister")
-    parser.add_argument("--redis", required=True, help="redis://HOST:PORT/0")
-    parser.add_argument("--run-id", required=True)
-    parser.add_argument("--host", required=True, help="the host name this meister serves")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO,
-        format=f"%(asctime)s tm[{args.host}] %(levelname)s %(message)s",
-    )
+def serve_host(url: str, run_id: str, host: str) -> int:
+    """Run one host's meister until it is told to stop; returns the exit status."""
     signal.signal(signal.SIGTERM, _raise_terminate)
     signal.signal(signal.SIGINT, _raise_terminate)
     try:
-        with ToolMeister(args.redis, args.run_id, args.host) as meister:
+        with ToolMeister(url, run_id, host) as meister:
             meister.serve()
     except Terminate as exc:
         log.info("stopped by %s", exc)
@@ -347,7 +340,72 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    from pbench_runner.sink import fast_exit
+def _log_to(host: str, log_dir: Path | None) -> None:
+    if log_dir is not None:
+        fd = os.open(log_dir / f"tm-{host}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+    logging.basicConfig(
+        level=logging.INFO,
+        force=True,
+        format=f"%(asctime)s tm[{host}] %(levelname)s %(message)s",
+    )
 
-    fast_exit(main())
+
+def launch(url: str, run_id: str, hosts: list[str], log_dir: Path | None) -> int:
+    """Serve several hosts from this machine: import once, then fork a meister each.
+
+    Used when many host names run on the controller's own machine (tests and
+    benchmarks); each child is a full meister with its own Redis connection.
+    Children die with the launcher, and the launcher forwards SIGTERM/SIGINT.
+    """
+    import pbench_runner.upload  # noqa: F401  (shared by every child)
+
+    get_plugin_manager()  # imports the installed plugins once
+    launcher = os.getpid()
+    children: dict[int, str] = {}
+    for host in hosts:
+        pid = os.fork()
+        if pid == 0:
+            procs.die_with_parent(launcher)
+            _log_to(host, log_dir)
+            procs.fast_exit(serve_host(url, run_id, host))
+        children[pid] = host
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    while children:
+        pid, code = os.wait()
+        children.pop(pid, None)
+        status = status or os.waitstatus_to_exitcode(code)
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pbench-tool-meister")
+    parser.add_argument("--redis", required=True, help="redis://HOST:PORT/0")
+    parser.add_argument("--run-id", required=True)
+    parser.add_argument(
+        "--host",
+        required=True,
+        action="append",
+        help="the host name this meister serves (repeat: fork one per host)",
+    )
+    parser.add_argument("--log-dir", type=Path, help="with several hosts: tm-<host>.log here")
+    args = parser.parse_args(argv)
+    if len(args.host) > 1:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s tm-launcher %(message)s")
+        return launch(args.redis, args.run_id, args.host, args.log_dir)
+    _log_to(args.host[0], None)
+    return serve_host(args.redis, args.run_id, args.host[0])
+
+
+if __name__ == "__main__":
+    procs.fast_exit(main())

@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from collections import OrderedDict
@@ -31,7 +30,7 @@ import cherrypy
 import redis
 from cherrypy._cpwsgi_server import CPWSGIServer
 
-from pbench_runner import bus
+from pbench_runner import bus, procs
 from pbench_runner.heartbeat import Heartbeat
 from pbench_runner.pluginmanager import get_plugin_manager, notify
 from pbench_runner.sinkhttp import DataAPI, Upload
@@ -282,17 +281,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def fast_exit(status: int) -> None:
-    """Exit without the interpreter's teardown once every resource is released.
-
-    Tearing down CherryPy's and redis-py's modules costs a tenth of a second,
-    which every run would otherwise pay at tool-meister-stop.
-    """
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)
-
-
 if __name__ == "__main__":
-    fast_exit(main())
+    procs.fast_exit(main())

@@ -188,3 +188,21 @@ def test_an_action_for_another_group_is_refused_by_every_host(tmp_path: Path) ->
             ctl.run_action("start", tmp_path / "s1")
         assert "action for tool group 'other'" in str(err.value)
         ctl.group = ToolGroup("default", ctl.group.hosts)
+
+
+def test_forked_local_meisters_are_watched_one_by_one(tmp_path: Path) -> None:
+    hosts = ["node-a", "node-b", "node-c"]
+    with Controller(_group(*hosts), tmp_path / "tm", local_hosts=hosts) as ctl:
+        pids = {h: ctl.pids[h] for h in hosts}
+        assert len(set(pids.values())) == 3  # each host its own process
+        ctl.run_action("start", tmp_path / "s1")
+        os.kill(pids["node-b"], signal.SIGKILL)
+        began = time.monotonic()
+        with pytest.raises(ActionError) as err:
+            ctl.run_action("stop", tmp_path / "s1")
+        assert time.monotonic() - began < 6
+        assert set(err.value.failures) == {"node-b"}
+        assert "stopped answering" in err.value.failures["node-b"][0]
+        for host in ("node-a", "node-c"):
+            assert (tmp_path / "tm" / f"tm-{host}.log").exists()
+    assert not any(procs.pid_alive(p) for p in pids.values())
