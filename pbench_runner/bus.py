@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Literal
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 ActionName = Literal["start", "stop", "send", "sysinfo", "terminate"]
 ACTIONS: Final = ("start", "stop", "send", "sysinfo", "terminate")
@@ -175,6 +177,8 @@ def connect(
         socket_connect_timeout=timeout,
         health_check_interval=0,
         client_name=name,
+        # A few quick retries for a blip; the callers own the longer waits.
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), retries=3),
     )
 
 

@@ -250,6 +250,26 @@ class Controller:
         timeout: float | None = None,
     ) -> bus.Result:
         """Publish one action and wait for the sink's single result for it."""
+        verb = ACTION_VERBS.get(name, name)
+        try:
+            return self._publish(name, directory, args, timeout)
+        except redis.exceptions.AuthenticationError as exc:
+            raise InfrastructureError(
+                f"{verb}: Redis at {self.redis_url} refused the session's password ({exc})"
+            ) from exc
+        except redis.exceptions.RedisError as exc:
+            raise InfrastructureError(
+                f"{verb}: the session's Redis at {self.redis_url} is not answering ({exc}); "
+                f"see {self.tm_dir / 'redis.log'}; `pbench kill` cleans up what is left"
+            ) from exc
+
+    def _publish(
+        self,
+        name: str,
+        directory: Path | str,
+        args: Mapping[str, Any] | None,
+        timeout: float | None,
+    ) -> bus.Result:
         if self.client is None:
             raise InfrastructureError("the tool meister session is not running")
         timeout = timeout or self._timeout(name)

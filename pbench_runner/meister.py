@@ -144,7 +144,13 @@ class ToolMeister:
                     return
                 while True:
                     msg = pubsub.get_message(timeout=1.0)
-                    if msg and msg["type"] == "message" and self._maybe_handle(msg["data"]):
+                    if msg is None:
+                        # redis-py may have reconnected the subscription by
+                        # itself, losing what was published meanwhile: the
+                        # action key tells.
+                        if self._maybe_handle(self.client.get(self.keys.action)):
+                            return
+                    elif msg["type"] == "message" and self._maybe_handle(msg["data"]):
                         return
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
                 log.warning("lost Redis (%s); reconnecting for up to %g s", exc, reconnect)

@@ -129,17 +129,31 @@ class ToolDataSink:
                         else:
                             self._on_report(bus.Report.loads(msg["data"]))
                     now = time.monotonic()
-                    if self.tracker is not None and now >= next_check:
-                        self._check_liveness()
+                    if now >= next_check:
+                        # Catch an action missed while redis-py re-subscribed.
+                        self._on_action(self.client.get(self.keys.action))
+                        if self.tracker is not None:
+                            self._check_liveness()
                         next_check = now + HEARTBEAT_CHECK
                     self._maybe_finish()
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
                 log.warning("lost Redis (%s); reconnecting for up to %g s", exc, reconnect)
-                if not _wait_for(self.client, reconnect):
+                if not self._wait_for_redis(reconnect):
                     log.error("Redis did not come back; the sink exits")
                     return
             finally:
                 pubsub.close()
+
+    def _wait_for_redis(self, seconds: float) -> bool:
+        """True once Redis answers again; False after ``seconds`` or when told to stop."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not self.stopping.is_set():
+            try:
+                self.client.ping()
+                return True
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                self.stopping.wait(0.1)
+        return False
 
     def _on_action(self, data: bytes | str | None) -> None:
         if data is None:
@@ -220,17 +234,6 @@ class _SinkHTTPServer(CPWSGIServer):  # type: ignore[misc]
     poll more often than its default 0.5 s so that the sink exits promptly."""
 
     expiration_interval = 0.05
-
-
-def _wait_for(client: redis.Redis, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            client.ping()
-            return True
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-            time.sleep(0.1)
-    return False
 
 
 def _stop_on_signal(sink: ToolDataSink) -> None:

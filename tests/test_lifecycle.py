@@ -143,9 +143,12 @@ def test_a_meister_that_lost_redis_catches_up_on_the_missed_action(tmp_path: Pat
         os.kill(pid, signal.SIGSTOP)
         try:
             # cut the meister's connections while it cannot notice
+            killed = set()
             for client in ctl.client.client_list():
                 if client.get("name") == f"tm-{HOST}":
                     ctl.client.client_kill_filter(_id=client["id"])
+                    killed.add(client["id"])
+            assert killed
             seq = int(ctl.client.incr(ctl.keys.seq))
             action = bus.Action(
                 id=f"{seq}-blip",
@@ -166,7 +169,8 @@ def test_a_meister_that_lost_redis_catches_up_on_the_missed_action(tmp_path: Pat
         ), procs.tail(tmp_path / "tm" / f"tm-{HOST}.log", 20)
         report = bus.Report.loads(ctl.client.hget(ctl.keys.reports(action.id), HOST))
         assert report.ok
-        assert "lost Redis" in (tmp_path / "tm" / f"tm-{HOST}.log").read_text()
+        now = {c["id"] for c in ctl.client.client_list() if c.get("name") == f"tm-{HOST}"}
+        assert now and not now & killed  # it really did reconnect
         ctl.run_action("stop", tmp_path / "s1")
 
 
@@ -206,3 +210,29 @@ def test_forked_local_meisters_are_watched_one_by_one(tmp_path: Path) -> None:
         for host in ("node-a", "node-c"):
             assert (tmp_path / "tm" / f"tm-{host}.log").exists()
     assert not any(procs.pid_alive(p) for p in pids.values())
+
+
+def test_a_dead_sink_is_reported_not_waited_for(pbench, run_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    pbench("register-tool", "--name=noop", check=True)
+    pbench("tool-meister-start", f"--dir={tmp_path / 'r'}", check=True)
+    info = json.loads(session_file(run_dir).read_text())
+    os.kill(info["pids"]["tds"], signal.SIGKILL)
+    began = time.monotonic()
+    proc = pbench("start-tools", f"--dir={tmp_path / 'r' / 's1'}")
+    assert time.monotonic() - began < 8
+    assert proc.returncode == 4
+    assert "start-tools: the Tool Data Sink stopped answering" in proc.stderr
+    pbench("kill", check=True)
+
+
+def test_a_dead_redis_is_reported_clearly(pbench, run_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    pbench("register-tool", "--name=noop", check=True)
+    pbench("tool-meister-start", f"--dir={tmp_path / 'r'}", check=True)
+    info = json.loads(session_file(run_dir).read_text())
+    os.kill(info["pids"]["redis"], signal.SIGKILL)
+    proc = pbench("start-tools", f"--dir={tmp_path / 'r' / 's1'}")
+    assert proc.returncode == 4
+    assert "start-tools: the session's Redis at redis://127.0.0.1:" in proc.stderr
+    assert "is not answering" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    pbench("kill", check=True)
