@@ -29,7 +29,7 @@ def pbench_processes() -> dict[int, str]:
             with open(f"/proc/{entry}/cmdline", "rb") as fh:
                 cmd = fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
             # redis-server overwrites its environment with its process title
-            if not ours and not cmd.startswith("/usr/bin/redis-server"):
+            if not ours and not cmd.startswith(("redis-server", "/usr/bin/redis-server")):
                 continue
         except OSError:
             continue

@@ -146,6 +146,8 @@ class Result:
     hosts: dict[str, list[str]] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    #: why the missing hosts are missing, when it is not the deadline
+    reason: str = ""
 
     def dumps(self) -> str:
         return json.dumps(asdict(self))
@@ -157,7 +159,7 @@ class Result:
     def failures(self) -> dict[str, list[str]]:
         failed = {host: errs for host, errs in self.hosts.items() if errs}
         for host in self.missing:
-            failed.setdefault(host, ["did not answer before the deadline"])
+            failed.setdefault(host, [self.reason or "did not answer before the deadline"])
         return failed
 
 

@@ -148,6 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PbenchError as exc:
         print(f"pbench: error: {exc}", file=sys.stderr)
         return ExitCode.USAGE_ERROR
+    except OSError as exc:  # a path the user gave that cannot be used
+        print(f"pbench: error: {exc}", file=sys.stderr)
+        return ExitCode.USAGE_ERROR
     except KeyboardInterrupt:
         print("pbench: interrupted", file=sys.stderr)
         return ExitCode.INTERRUPTED

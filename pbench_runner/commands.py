@@ -9,8 +9,9 @@ from typing import Any
 
 from pbench_runner import procs, session
 from pbench_runner.config import Deadlines, toolsets
-from pbench_runner.errors import SessionError, ToolStoreError, UsageError
+from pbench_runner.errors import PbenchError, SessionError, ToolStoreError, UsageError
 from pbench_runner.exitcodes import ExitCode
+from pbench_runner.interrupts import interruptible
 from pbench_runner.toolstore import ToolStore, parse_labels, parse_remotes
 
 
@@ -128,19 +129,23 @@ def tool_meister_start(
         plugins=args.plugins,
         die_with_parent=False,
         result_dir=result_dir,
+        # the session is on disk from the first process on, for `pbench kill`
+        on_spawn=lambda info: session.save(rdir, info),
     )
-    ctl.start()
     try:
-        if args.sysinfo != "none":
-            result = ctl.publish(
-                "sysinfo", result_dir / "sysinfo" / "beg", {"sysinfo": args.sysinfo}
-            )
-            for host, errs in result.failures().items():
-                print(f"pbench: sysinfo on host {host}: {'; '.join(errs)}", file=sys.stderr)
-        session.save(rdir, ctl.session_info())
+        with interruptible():
+            ctl.start()
+            if args.sysinfo != "none":
+                result = ctl.publish(
+                    "sysinfo", result_dir / "sysinfo" / "beg", {"sysinfo": args.sysinfo}
+                )
+                for host, errs in result.failures().items():
+                    print(f"pbench: sysinfo on host {host}: {'; '.join(errs)}", file=sys.stderr)
     except BaseException:
         ctl.stop(quiet=True)
+        session.remove(rdir, ctl.run_id)
         raise
+    session.save(rdir, ctl.session_info())
     print(f"run id: {ctl.run_id}")
     print(f"result directory: {result_dir}")
     return ExitCode.OK
@@ -176,15 +181,20 @@ def send_tools(rdir: Path, args: argparse.Namespace, tail: list[str], _: Deadlin
 def tool_meister_stop(rdir: Path, args: argparse.Namespace, tail: list[str], _: Deadlines) -> int:
     ctl = _attach(rdir, args)
     problems: list[str] = []
-    if args.sysinfo != "none":
-        result = ctl.publish(
-            "sysinfo", ctl.result_dir / "sysinfo" / "end", {"sysinfo": args.sysinfo}
-        )
-        problems.extend(
-            f"sysinfo on host {h}: {'; '.join(e)}" for h, e in result.failures().items()
-        )
-    problems.extend(ctl.stop())
-    session.remove(rdir, ctl.run_id)
+    try:
+        with interruptible():
+            if args.sysinfo != "none":
+                result = ctl.publish(
+                    "sysinfo", ctl.result_dir / "sysinfo" / "end", {"sysinfo": args.sysinfo}
+                )
+                problems.extend(
+                    f"sysinfo on host {h}: {'; '.join(e)}" for h, e in result.failures().items()
+                )
+    except PbenchError as exc:
+        problems.append(str(exc))  # stopping comes first; the problem is reported below
+    finally:
+        problems.extend(ctl.stop())
+        session.remove(rdir, ctl.run_id)
     for problem in problems:
         print(f"pbench: {problem}", file=sys.stderr)
     return ExitCode.INFRASTRUCTURE_ERROR if problems else ExitCode.OK
@@ -200,12 +210,8 @@ def kill(rdir: Path, args: argparse.Namespace, tail: list[str], _: Deadlines) ->
     if not run_ids:
         print(f"no tool meister sessions in {rdir}", file=sys.stderr)
         return ExitCode.OK
-    by_id = {s.run_id: s for s in sessions}
     for run_id in run_ids:
         pids = procs.kill_run(run_id)
-        redis_pid = by_id[run_id].pids.get("redis") if run_id in by_id else None
-        if redis_pid and procs.stop_pid(redis_pid, "redis-server"):
-            pids.append(redis_pid)
         session.remove(rdir, run_id)
         print(f"run {run_id}: stopped {len(pids)} process(es)" + (f": {pids}" if pids else ""))
     return ExitCode.OK

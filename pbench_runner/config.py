@@ -74,6 +74,8 @@ def project_settings(cwd: Path | None = None) -> dict[str, Any]:
 
 def load_deadlines(settings: dict[str, Any] | None = None) -> Deadlines:
     table = (settings if settings is not None else project_settings()).get("deadlines", {})
+    if not isinstance(table, dict):
+        raise UsageError("[deadlines] in pbench.toml must be a table of seconds, e.g. action = 60")
     known = {f.name for f in fields(Deadlines)}
     values: dict[str, float] = {}
     for name, value in table.items():
@@ -81,7 +83,7 @@ def load_deadlines(settings: dict[str, Any] | None = None) -> Deadlines:
             raise UsageError(
                 f"unknown deadline {name!r} in [deadlines]; known: {', '.join(sorted(known))}"
             )
-        if not isinstance(value, (int, float)) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             raise UsageError(f"deadline {name!r} must be a positive number of seconds")
         values[name] = float(value)
     return Deadlines(**values)

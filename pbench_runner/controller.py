@@ -13,7 +13,7 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -55,8 +55,12 @@ class Controller:
         die_with_parent: bool = True,
         local_hosts: Iterable[str] = (),
         result_dir: Path | None = None,
+        on_spawn: Callable[[SessionInfo], object] | None = None,
     ) -> None:
+        """``on_spawn`` is called with the session as it grows (after Redis and
+        each process start), so that a crash mid-start can still be cleaned up."""
         self.group = group
+        self.on_spawn = on_spawn
         self.tm_dir = tm_dir
         self.deadlines = deadlines or Deadlines()
         self.plugins = list(plugins)
@@ -104,10 +108,13 @@ class Controller:
             timeout=self.deadlines.startup,
             die_with_parent=self.die_with_parent,
             env={bus.RUN_ID_ENV: self.run_id},
+            run_id=self.run_id,
         )
         self.redis.start()
         assert self.redis.proc is not None
         self.pids["redis"] = self.redis.proc.pid
+        self.password, self.redis_url = self.redis.password, self.redis.url
+        self._spawned()
         self.password, self.redis_url = self.redis.password, self.redis.url
         self.client = bus.connect(self.redis_url, self.password)
         token = secrets.token_urlsafe(24)
@@ -138,6 +145,8 @@ class Controller:
                         "token": token,
                         "deadlines": deadlines,
                         "plugins": self.plugins,
+                        # a local meister keeps unsent data in the run's tm/ directory
+                        "workdir": str(self.tm_dir),
                     }
                 ),
             )
@@ -170,6 +179,11 @@ class Controller:
             )
         self.procs[name] = proc
         self.pids[name] = proc.pid
+        self._spawned()
+
+    def _spawned(self) -> None:
+        if self.on_spawn is not None:
+            self.on_spawn(self.session_info())
 
     def _wait_ready(self, ready: Any) -> None:
         assert self.client is not None
@@ -188,6 +202,7 @@ class Controller:
                 for name, entry in seen.items():  # the meisters' own pids
                     if name != bus.SINK and "pid" in entry["info"]:
                         self.pids[name] = int(entry["info"]["pid"])
+                self._spawned()
                 return
             for name in waiting:
                 proc = self.procs.get(names[name]) or self.procs["meisters"]
@@ -373,10 +388,9 @@ class Controller:
                 lambda: not any(procs.pid_alive(p) for p in others.values()),
                 self.deadlines.shutdown,
             )
-        if self.redis is None and "redis" in self.pids:
-            # redis-server overwrites its environment with its title, so it is
-            # found by pid (checked against its command line), not by run id.
-            procs.stop_pid(self.pids["redis"], "redis-server", timeout=self.deadlines.shutdown)
+        if self.redis is None:
+            # A session started by an earlier command: Redis too is found by run id.
+            procs.kill_run(self.run_id, timeout=self.deadlines.shutdown)
 
     def __enter__(self) -> Controller:
         return self.start()

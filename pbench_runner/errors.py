@@ -75,7 +75,8 @@ class ActionError(InfrastructureError):
         lines = [f"{action} failed on {len(self.failures)} host(s):"]
         for host, msgs in sorted(self.failures.items()):
             for msg in msgs or ["(no detail)"]:
-                lines.append(f"  host {host}: {msg}")
+                named = msg.startswith(f"host {host}:") or f"on host {host}:" in msg
+                lines.append(f"  {msg}" if named else f"  host {host}: {msg}")
         super().__init__("\n".join(lines))
 
 

@@ -25,6 +25,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -70,19 +71,33 @@ class ToolMeister:
         #: directory -> tools stopped and waiting for ``send``
         self.stopped: dict[str, dict[str, Tool]] = {}
         self.last_seq = 0
-        self.workdir = Path()
+        #: this meister's own scratch directory; None until it exists
+        self._workdir: Path | None = None
         self._heartbeat: Heartbeat | None = None
 
     # --- setup -------------------------------------------------------------
 
     def __enter__(self) -> ToolMeister:
+        try:
+            return self._setup()
+        except BaseException as exc:
+            # Tell the controller now rather than let it wait for its deadline.
+            if not isinstance(exc, StartupError) or "no configuration" in str(exc):
+                with contextlib.suppress(redis.exceptions.RedisError):
+                    why = f"host {self.host}: the tool meister failed to start: {exc}"
+                    bus.mark_ready(self.client, self.keys, self.host, False, {}, [why])
+            self.__exit__(None, None, None)
+            raise
+
+    def _setup(self) -> ToolMeister:
         raw = self.client.get(self.keys.meister_config(self.host))
         if raw is None:
             raise StartupError(f"host {self.host}: no configuration in Redis for this run")
         self.config = json.loads(raw)
         base = Path(self.config.get("workdir") or tempfile.gettempdir())
-        self.workdir = base / f"pbench-tm-{self.keys.run_id}-{self.host}"
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        workdir = base / f"pbench-tm-{self.keys.run_id}-{self.host}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        self._workdir = workdir
         self._heartbeat = Heartbeat(self.client, self.keys.alive(self.host)).__enter__()
         errors = self._load_tools()
         info = {
@@ -127,7 +142,8 @@ class ToolMeister:
         self._stop_all()
         if self._heartbeat is not None:
             self._heartbeat.__exit__(None, None, None)
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        if self._workdir is not None:  # never anything but the directory we made
+            shutil.rmtree(self._workdir, ignore_errors=True)
         self.client.close()
 
     # --- main loop -----------------------------------------------------------
@@ -215,6 +231,12 @@ class ToolMeister:
             info=info,
         )
 
+    @property
+    def workdir(self) -> Path:
+        if self._workdir is None:
+            raise StartupError(f"host {self.host}: the tool meister is not set up")
+        return self._workdir
+
     def _tool_dir(self, directory: str) -> Path:
         return self.workdir / _dir_key(directory)
 
@@ -257,17 +279,29 @@ class ToolMeister:
         self.stopped[action.directory] = tools
 
     def _do_send(self, action: bus.Action, errors: list[str], info: dict[str, Any]) -> None:
-        tools = self.stopped.pop(action.directory, {})
+        if action.directory in self.running:
+            errors.append(
+                f"host {self.host}: the tools for {action.directory} are still running; "
+                "stop them (stop-tools) before sending"
+            )
+            return
+        if action.directory not in self.stopped:
+            errors.append(
+                f"host {self.host}: no tool data for {action.directory}: its tools were not "
+                "started and stopped there, or its data was already sent"
+            )
+            return
+        tools = self.stopped[action.directory]
         for name, tool in tools.items():
             try:
                 tool.postprocess()
             except Exception as exc:
                 errors.append(_tool_error(self.host, name, "postprocess", exc))
         source = self._tool_dir(action.directory)
-        try:
-            info.update(self._upload(action, source))
-        finally:
-            shutil.rmtree(source, ignore_errors=True)
+        # The data is dropped only once the sink has it; a failed send can be retried.
+        info.update(self._upload(action, source))
+        del self.stopped[action.directory]
+        shutil.rmtree(source, ignore_errors=True)
 
     def _do_sysinfo(self, action: bus.Action, errors: list[str], info: dict[str, Any]) -> None:
         items = select_items(self.sysinfo_items, str(action.args.get("sysinfo", "default")))
@@ -346,6 +380,17 @@ def serve_host(url: str, run_id: str, host: str) -> int:
     return 0
 
 
+def _report_failed_start(url: str, run_id: str, host: str, exc: BaseException) -> None:
+    """Tell the controller that this host's meister could not even start."""
+    with contextlib.suppress(redis.exceptions.RedisError):
+        client = bus.connect(url, timeout=5)
+        keys = bus.Keys(run_id)
+        if not client.hexists(keys.ready, host):
+            why = f"host {host}: the tool meister failed to start: {type(exc).__name__}: {exc}"
+            bus.mark_ready(client, keys, host, False, {}, [why])
+        client.close()
+
+
 def _log_to(host: str, log_dir: Path | None) -> None:
     if log_dir is not None:
         fd = os.open(log_dir / f"tm-{host}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -375,8 +420,14 @@ def launch(url: str, run_id: str, hosts: list[str], log_dir: Path | None) -> int
         pid = os.fork()
         if pid == 0:
             procs.die_with_parent(launcher)
-            _log_to(host, log_dir)
-            procs.fast_exit(serve_host(url, run_id, host))
+            try:
+                _log_to(host, log_dir)
+                status = serve_host(url, run_id, host)
+            except BaseException as exc:  # the launcher's log is the last resort
+                print(f"tm[{host}]: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+                _report_failed_start(url, run_id, host, exc)
+                status = 1
+            procs.fast_exit(status)
         children[pid] = host
 
     def forward(signum: int, frame: FrameType | None) -> None:

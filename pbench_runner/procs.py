@@ -175,8 +175,12 @@ def _environ_has(pid: int, needle: bytes) -> bool:
 
 
 def run_pids(run_id: str, env_name: str = "PBENCH_RUN_ID") -> list[int]:
-    """Every live process whose environment marks it as part of run ``run_id``."""
+    """Every live process of run ``run_id``: by its environment, or by its title.
+
+    (redis-server overwrites its environment; its title carries ``pbench-run=ID``.)
+    """
     needle = f"{env_name}={run_id}".encode()
+    title = f"pbench-run={run_id}"
     me = os.getpid()
     ancestors = {me, os.getppid()}
     return [
@@ -185,7 +189,7 @@ def run_pids(run_id: str, env_name: str = "PBENCH_RUN_ID") -> list[int]:
         if entry.isdigit()
         and int(entry) not in ancestors
         and pid_alive(int(entry))
-        and _environ_has(int(entry), needle)
+        and (_environ_has(int(entry), needle) or cmdline(int(entry)).endswith(title))
     ]
 
 
@@ -210,22 +214,6 @@ def cmdline(pid: int) -> str:
             return fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
     except OSError:
         return ""
-
-
-def stop_pid(pid: int, must_contain: str, timeout: float = 5.0) -> bool:
-    """Stop the process group led by ``pid`` if its command line has ``must_contain``.
-
-    For processes this process did not start (a session from an earlier
-    command).  The check keeps a recycled pid from being killed.  Returns True
-    when something was stopped.
-    """
-    if not pid_alive(pid) or must_contain not in cmdline(pid):
-        return False
-    signal_group(pid, signal.SIGTERM)
-    if not wait_until(lambda: not pid_alive(pid), timeout):
-        signal_group(pid, signal.SIGKILL)
-        wait_until(lambda: not pid_alive(pid), 2.0)
-    return True
 
 
 def wait_all(children: Sequence[subprocess.Popen[Any]], timeout: float) -> bool:

@@ -36,9 +36,11 @@ class RedisServer:
         timeout: float = 10.0,
         die_with_parent: bool = True,
         env: Mapping[str, str] | None = None,
+        run_id: str = "",
     ) -> None:
         self.tm_dir = tm_dir
         self.env = env
+        self.run_id = run_id
         self.bind = bind
         self.timeout = timeout
         self.die_with_parent = die_with_parent
@@ -75,6 +77,9 @@ class RedisServer:
                     "appendonly no",
                     "databases 1",
                     f"requirepass {self.password}",
+                    # redis-server overwrites its environment with its title, so
+                    # the run id goes into the title, where `pbench kill` looks.
+                    f'proc-title-template "{{title}} {{listen-addr}} pbench-run={self.run_id}"',
                     "",
                 ]
             )

@@ -18,6 +18,8 @@ import json
 import logging
 import os
 import signal
+import sys
+import tarfile
 import threading
 import time
 from collections import OrderedDict
@@ -33,7 +35,7 @@ from cherrypy._cpwsgi_server import CPWSGIServer
 from pbench_runner import bus, procs
 from pbench_runner.heartbeat import Heartbeat
 from pbench_runner.pluginmanager import get_plugin_manager, notify
-from pbench_runner.sinkhttp import DataAPI, Upload
+from pbench_runner.sinkhttp import DataAPI, Upload, json_error_page
 
 log = logging.getLogger("pbench.sink")
 
@@ -116,10 +118,7 @@ class ToolDataSink:
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
                 pubsub.subscribe(self.keys.action, self.keys.report_channel)
-                self._on_action(self.client.get(self.keys.action))
-                if self.tracker is not None:
-                    for raw in self.client.hvals(self.keys.reports(self.tracker.action.id)):
-                        self.tracker.add(bus.Report.loads(raw))
+                self._catch_up()
                 next_check = 0.0
                 while not self.stopping.is_set():
                     msg = pubsub.get_message(timeout=0.05)
@@ -130,8 +129,9 @@ class ToolDataSink:
                             self._on_report(bus.Report.loads(msg["data"]))
                     now = time.monotonic()
                     if now >= next_check:
-                        # Catch an action missed while redis-py re-subscribed.
-                        self._on_action(self.client.get(self.keys.action))
+                        # redis-py may have re-subscribed by itself, losing what
+                        # was published meanwhile: the keys hold it all.
+                        self._catch_up()
                         if self.tracker is not None:
                             self._check_liveness()
                         next_check = now + HEARTBEAT_CHECK
@@ -143,6 +143,13 @@ class ToolDataSink:
                     return
             finally:
                 pubsub.close()
+
+    def _catch_up(self) -> None:
+        """Read the latest action and the current action's reports from their keys."""
+        self._on_action(self.client.get(self.keys.action))
+        if self.tracker is not None:
+            for raw in self.client.hvals(self.keys.reports(self.tracker.action.id)):
+                self.tracker.add(bus.Report.loads(raw))
 
     def _wait_for_redis(self, seconds: float) -> bool:
         """True once Redis answers again; False after ``seconds`` or when told to stop."""
@@ -164,7 +171,11 @@ class ToolDataSink:
         self.last_seq = action.seq
         if self.tracker is not None:
             log.warning("action %s superseded by %s", self.tracker.action.id, action.id)
-            self._finish(timed_out=True)
+            self._finish(
+                timed_out=True,
+                reason=f"superseded by a newer action ({action.action} {action.directory}) "
+                "before it answered: is another pbench command using this session?",
+            )
         timeout = float(action.args.get("timeout", 60.0))
         self.tracker = Tracker(action, self.hosts, time.monotonic() + timeout)
         for report in self.early.pop(action.id, []):
@@ -210,21 +221,22 @@ class ToolDataSink:
         elif time.monotonic() >= tracker.deadline:
             self._finish(timed_out=True)
 
-    def _finish(self, timed_out: bool) -> None:
+    def _finish(self, timed_out: bool, reason: str = "") -> None:
         assert self.tracker is not None
         result = self.tracker.result(timed_out)
+        result.reason = reason
         action = self.tracker.action
+        payload = result.dumps()
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(self.keys.result(action.id), payload, ex=24 * 3600)
+        pipe.publish(self.keys.result_channel, payload)
+        pipe.execute()  # if Redis is away, the tracker stays and this is tried again
         self.tracker = None
         with self.lock:
             upload = self.uploads.pop(action.id, None)
             self.finished.add(action.id)
         if upload is not None:
             upload.cleanup()
-        payload = result.dumps()
-        pipe = self.client.pipeline(transaction=False)
-        pipe.set(self.keys.result(action.id), payload, ex=24 * 3600)
-        pipe.publish(self.keys.result_channel, payload)
-        pipe.execute()
         if action.action == "terminate":
             self.stopping.set()
 
@@ -250,6 +262,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-id", required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s tds %(levelname)s %(message)s")
+    if not hasattr(tarfile, "data_filter"):
+        log.error(
+            "Python %s lacks tarfile's data filter; the sink needs 3.9.17, 3.10.12, "
+            "3.11.4 or newer",
+            sys.version.split()[0],
+        )
+        return 2
     sink = ToolDataSink(args.redis, args.run_id)
     _stop_on_signal(sink)
     bind = sink.config.get("bind", "127.0.0.1")
@@ -267,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
             "server.max_request_body_size": 0,
             "server.socket_timeout": 60,
             "checker.on": False,
+            "request.show_tracebacks": False,
+            "error_page.default": json_error_page,
         }
     )
     cherrypy.tree.mount(DataAPI(sink, sink.config["token"]), "/api/v1", {"/": {}})

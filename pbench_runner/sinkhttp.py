@@ -17,10 +17,14 @@ Status codes a meister can get:
 from __future__ import annotations
 
 import contextlib
+import errno
 import hmac
+import json
 import logging
 import os
 import shutil
+import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,6 +63,13 @@ class Upload:
         return "sysinfo" if self.action.action == "sysinfo" else "tools"
 
 
+def json_error_page(status: str, message: str, traceback: str, version: str) -> str:
+    """CherryPy's error pages, as JSON like every other answer of the sink."""
+    cherrypy.response.headers["Content-Type"] = "application/json"
+    code = int(status.split()[0]) if status[:3].isdigit() else 500
+    return json.dumps({"status": code, "message": message})
+
+
 def _fail(status: int, message: str) -> dict[str, Any]:
     cherrypy.response.status = status
     return {"status": status, "message": message}
@@ -70,6 +81,8 @@ class DataAPI:
     def __init__(self, sink: ToolDataSink, token: str) -> None:
         self.sink = sink
         self.token = token
+        #: moving received data into place is one request at a time
+        self.publish_lock = threading.Lock()
 
     @cherrypy.expose
     @cherrypy.tools.json_out()
@@ -112,14 +125,17 @@ class DataAPI:
         length_text = request.headers.get("Content-Length")
         length = int(length_text) if length_text else None
         dest = upload.destination(host)
-        staging = upload.directory / ".incoming" / f"{host}-{upload.action.id}-{id(request)}"
+        incoming = upload.directory / ".incoming"
+        incoming.mkdir(parents=True, exist_ok=True)
+        # Each request its own staging directory, even for the same host.
+        staging = Path(tempfile.mkdtemp(dir=incoming, prefix=f"{host}-{upload.action.id}-"))
         reader = tarballs.HashingReader(request.rfile, length)
         try:
-            refused: tarballs.UnsafeTarball | None = None
+            refused: Exception | None = None
             members = 0
             try:
-                members = tarballs.unpack_stream(reader, staging)
-            except tarballs.UnsafeTarball as exc:
+                members = tarballs.unpack_stream(reader, staging / "data")
+            except (tarballs.UnsafeTarball, OSError) as exc:
                 reader.drain()  # answer only once the whole body is read
                 refused = exc
             if length is not None and reader.size != length:
@@ -130,10 +146,15 @@ class DataAPI:
             if md5 != expected_md5:
                 log.warning("host %s: MD5 mismatch (%s != %s)", host, md5, expected_md5)
                 return _fail(400, f"MD5 mismatch: received {md5}, header says {expected_md5}")
+            if isinstance(refused, OSError):
+                log.error("host %s: cannot unpack into %s: %s", host, upload.directory, refused)
+                status = 507 if refused.errno in (errno.ENOSPC, errno.EDQUOT) else 500
+                return _fail(status, f"the sink cannot unpack host {host}'s data: {refused}")
             if refused is not None:
                 log.error("host %s: refused tarball: %s", host, refused)
                 return _fail(422, f"refused: {refused}")
-            _publish(staging, dest)
+            with self.publish_lock:
+                _publish(staging / "data", dest)
         finally:
             reader.close()
             shutil.rmtree(staging, ignore_errors=True)

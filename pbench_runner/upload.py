@@ -28,7 +28,7 @@ def session(retries: int = 60, backoff_max: float = 0.5) -> requests.Session:
     retry = Retry(
         total=retries,
         connect=5,
-        read=3,
+        read=1,
         status=retries,
         backoff_factor=0.01,
         backoff_max=backoff_max,
@@ -66,7 +66,13 @@ def put_tarball(
     except requests.RequestException as exc:
         raise TransferError(f"PUT {url} failed: {exc}") from exc
     if resp.status_code not in (200, 201):
-        raise TransferError(
-            f"PUT {url} answered {resp.status_code} {resp.reason}: {resp.text.strip()[:500]}"
-        )
+        raise TransferError(f"PUT {url} answered {resp.status_code} {resp.reason}: {_why(resp)}")
     return resp
+
+
+def _why(resp: requests.Response) -> str:
+    """The sink's own message, or the start of whatever else answered."""
+    try:
+        return str(resp.json()["message"])
+    except (ValueError, KeyError, TypeError):
+        return " ".join(resp.text.split())[:200]

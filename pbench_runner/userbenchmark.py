@@ -8,17 +8,16 @@ command; an interrupted run keeps what it collected.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import IO, Any
 
 from pbench_runner import procs
@@ -26,6 +25,7 @@ from pbench_runner.config import Deadlines
 from pbench_runner.controller import Controller
 from pbench_runner.errors import InfrastructureError, Interrupted, PbenchError, UsageError
 from pbench_runner.exitcodes import ExitCode
+from pbench_runner.interrupts import interruptible
 from pbench_runner.pluginmanager import get_plugin_manager, notify
 from pbench_runner.resultdir import RunMetadata, make_result_dir
 from pbench_runner.toolstore import ToolGroup, ToolStore
@@ -46,57 +46,52 @@ class Options:
     deadlines: Deadlines = field(default_factory=Deadlines)
 
 
-@contextlib.contextmanager
-def interruptible() -> Iterator[None]:
-    """Turn the first SIGINT/SIGTERM into :class:`Interrupted`; ignore later ones."""
-    state = {"hit": False}
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        if state["hit"]:
-            print("pbench: still cleaning up, please wait", file=sys.stderr)
-            return
-        state["hit"] = True
-        raise Interrupted(signum)
-
-    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, previous in old.items():
-            signal.signal(sig, previous)
-
-
 def run_command(command: Sequence[str], sample_dir: Path, echo: IO[str]) -> dict[str, Any]:
-    """Run the user's command as one sample; its output is kept and echoed."""
+    """Run the user's command as one sample; its output is kept and echoed.
+
+    The sample ends when the command exits; whatever it left running in its
+    process group (background children) is stopped then, so that it neither
+    outlives the run nor stretches the sample.
+    """
     (sample_dir / "command.txt").write_text(" ".join(command) + "\n")
     began, start = time.monotonic(), dt.datetime.now()
     cpu0 = _children_cpu()
+    out = open(sample_dir / "output.txt", "wb")  # noqa: SIM115  (closed below on every path)
     try:
-        proc = procs.spawn(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=None, cwd=None
-        )
-    except OSError as exc:
-        raise UsageError(f"cannot run the benchmark command {command[0]!r}: {exc}") from exc
-    try:
+        try:
+            proc = procs.spawn(
+                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=None
+            )
+        except OSError as exc:
+            raise UsageError(f"cannot run the benchmark command {command[0]!r}: {exc}") from exc
         assert proc.stdout is not None
-        with open(sample_dir / "output.txt", "wb") as out:
-            for line in iter(proc.stdout.readline, b""):
-                out.write(line)
-                echo.write(line.decode(errors="replace"))
-        status = proc.wait()
-    except BaseException:
-        procs.stop(proc, timeout=3)
-        raise
+        tee = threading.Thread(target=_tee, args=(proc.stdout, out, echo), daemon=True)
+        tee.start()
+        try:
+            status = proc.wait()
+            duration = time.monotonic() - began
+        finally:
+            procs.stop(proc, timeout=3)  # its leftovers, or itself when interrupted
+            tee.join(timeout=5)
+    finally:
+        out.close()
     result = {
         "command": list(command),
         "exit_status": status,
         "start": start.isoformat(timespec="microseconds"),
         "end": dt.datetime.now().isoformat(timespec="microseconds"),
-        "duration_s": round(time.monotonic() - began, 6),
+        "duration_s": round(duration, 6),
         "cpu_s": round(_children_cpu() - cpu0, 6),
     }
     (sample_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _tee(source: IO[bytes], out: IO[bytes], echo: IO[str]) -> None:
+    for line in iter(source.readline, b""):
+        out.write(line)
+        echo.write(line.decode(errors="replace"))
+        echo.flush()
 
 
 def _children_cpu() -> float:

@@ -105,6 +105,9 @@ def test_wrong_redis_password_is_refused(redis_server: RedisServer, tmp_path: Pa
         bad.ping()
     bad.close()
     env = {**os.environ, bus.PASSWORD_ENV: "not-the-password", bus.RUN_ID_ENV: "x"}
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    (cwd / "precious.txt").write_text("keep me")
     proc = subprocess.run(
         [
             sys.executable,
@@ -118,12 +121,15 @@ def test_wrong_redis_password_is_refused(redis_server: RedisServer, tmp_path: Pa
             "h1",
         ],
         env=env,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=30,
     )
     assert proc.returncode == 3
     assert "invalid username-password pair" in proc.stderr.lower() or "auth" in proc.stderr.lower()
+    # a meister that fails to set up cleans up only what it made, never its cwd
+    assert (cwd / "precious.txt").read_text() == "keep me"
 
 
 def _group(*hosts: str, tool: str = "noop") -> ToolGroup:
