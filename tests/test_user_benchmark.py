@@ -17,6 +17,28 @@ from pbench_runner import procs
 from .conftest import HOST, latest_result, pbench_env
 
 
+def start_sleeping_benchmark(run_dir: Path, tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    """``pbench user-benchmark -- sleep 60`` in the background, to be interrupted."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pbench_runner",
+            "user-benchmark",
+            "--sysinfo=none",
+            *args,
+            "--",
+            "sleep",
+            "60",
+        ],
+        cwd=tmp_path,
+        env=pbench_env(run_dir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
@@ -148,24 +170,7 @@ def test_sigint_during_the_benchmark_keeps_partial_results_and_leaves_nothing(
     run_dir: Path, tmp_path: Path, pbench
 ) -> None:  # type: ignore[no-untyped-def]
     pbench("register-tool", "--name=vmstat", "--", "--interval=1", check=True)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pbench_runner",
-            "user-benchmark",
-            "--sysinfo=none",
-            "--samples=3",
-            "--",
-            "sleep",
-            "60",
-        ],
-        cwd=tmp_path,
-        env=pbench_env(run_dir),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_sleeping_benchmark(run_dir, tmp_path, "--samples=3")
     try:
         assert procs.wait_until(
             lambda: list(run_dir.glob("results/*/1-default/sample1/command.txt")), 30
@@ -245,22 +250,7 @@ def test_a_controller_killed_with_sigkill_takes_every_part_with_it(
     run_dir: Path, tmp_path: Path, pbench
 ) -> None:  # type: ignore[no-untyped-def]
     pbench("register-tool", "--name=vmstat", "--", "--interval=1", check=True)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pbench_runner",
-            "user-benchmark",
-            "--sysinfo=none",
-            "--",
-            "sleep",
-            "60",
-        ],
-        cwd=tmp_path,
-        env=pbench_env(run_dir),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_sleeping_benchmark(run_dir, tmp_path)
     try:
         assert procs.wait_until(
             lambda: list(run_dir.glob("results/*/1-default/sample1/command.txt")), 30
