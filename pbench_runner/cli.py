@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -141,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return dispatch(args, tail)
     except Interrupted as exc:
         print(f"pbench: {exc}", file=sys.stderr)
-        return ExitCode.INTERRUPTED
+        return ExitCode.TERMINATED if exc.signum == signal.SIGTERM else ExitCode.INTERRUPTED
     except InfrastructureError as exc:
         print(f"pbench: error: {exc}", file=sys.stderr)
         return ExitCode.INFRASTRUCTURE_ERROR

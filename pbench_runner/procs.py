@@ -15,7 +15,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -38,7 +38,13 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _child_setup(die: bool, parent_pid: int) -> None:
+#: signals held back while forking, so that their Python handlers never run
+#: inside fork bookkeeping (where an exception would be swallowed)
+_HELD = frozenset({signal.SIGINT, signal.SIGTERM})
+
+
+def _child_setup(die: bool, parent_pid: int, mask: Iterable[int]) -> None:
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     os.setsid()
     if die:
         die_with_parent(parent_pid)
@@ -60,16 +66,20 @@ def spawn(
     (strictly: the thread that called ``spawn``) exits.
     """
     parent = os.getpid()
-    return subprocess.Popen(
-        list(argv),
-        stdin=stdin,
-        stdout=stdout,
-        stderr=stderr,
-        env=dict(env) if env is not None else None,
-        cwd=cwd,
-        close_fds=True,
-        preexec_fn=lambda: _child_setup(die_with_parent, parent),
-    )
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+    try:
+        return subprocess.Popen(
+            list(argv),
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            close_fds=True,
+            preexec_fn=lambda: _child_setup(die_with_parent, parent, mask),
+        )
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def pid_alive(pid: int) -> bool:

@@ -153,8 +153,15 @@ class DataAPI:
             if refused is not None:
                 log.error("host %s: refused tarball: %s", host, refused)
                 return _fail(422, f"refused: {refused}")
-            with self.publish_lock:
-                _publish(staging / "data", dest)
+            try:
+                with self.publish_lock:
+                    _publish(staging / "data", dest)
+            except OSError as exc:
+                log.error("host %s: cannot move its data into %s: %s", host, dest, exc)
+                status = 507 if exc.errno in (errno.ENOSPC, errno.EDQUOT) else 500
+                return _fail(
+                    status, f"the sink cannot unpack host {host}'s data into {dest}: {exc}"
+                )
         finally:
             reader.close()
             shutil.rmtree(staging, ignore_errors=True)

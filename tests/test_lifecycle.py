@@ -242,3 +242,88 @@ def test_a_dead_redis_is_reported_clearly(pbench, run_dir: Path, tmp_path: Path)
     assert "is not answering" in proc.stderr
     assert "Traceback" not in proc.stderr
     pbench("kill", check=True)
+
+
+def test_send_before_stop_is_refused_and_the_data_survives_a_failed_send(
+    pbench, run_dir: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    pbench("register-tool", "--name=vmstat", "--", "--interval=1", check=True)
+    pbench("tool-meister-start", f"--dir={tmp_path / 'r'}", check=True)
+    sample = tmp_path / "r" / "s1"
+    try:
+        pbench("start-tools", f"--dir={sample}", check=True)
+        early = pbench("send-tools", f"--dir={sample}")
+        assert early.returncode == 4
+        assert "are still running; stop them (stop-tools) before sending" in early.stderr
+        time.sleep(1.2)
+        pbench("stop-tools", f"--dir={sample}", check=True)
+        (sample / "tools-default").write_text("in the way")  # the sink cannot unpack here
+        failed = pbench("send-tools", f"--dir={sample}")
+        assert failed.returncode == 4
+        assert "the sink cannot unpack host" in failed.stderr
+        assert "<html" not in failed.stderr.lower()
+        (sample / "tools-default").unlink()
+        pbench("send-tools", f"--dir={sample}", check=True)  # the retry sends the kept data
+        assert (sample / "tools-default" / HOST / "vmstat" / "vmstat.csv").read_text().count(
+            "\n"
+        ) >= 2
+        again = pbench("send-tools", f"--dir={sample}")
+        assert "its data was already sent" in again.stderr
+    finally:
+        pbench("tool-meister-stop", check=True)
+
+
+def test_tool_meister_stop_stops_everything_even_when_sysinfo_fails(
+    pbench, run_dir: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    pbench("register-tool", "--name=vmstat", "--", "--interval=1", check=True)
+    pbench("tool-meister-start", f"--dir={tmp_path / 'r'}", check=True)
+    info = json.loads(session_file(run_dir).read_text())
+    pbench("start-tools", f"--dir={tmp_path / 'r' / 's1'}", check=True)
+    os.kill(info["pids"]["tds"], signal.SIGKILL)
+    proc = pbench("tool-meister-stop", "--sysinfo=default")
+    assert proc.returncode == 4
+    assert "the Tool Data Sink stopped answering" in proc.stderr
+    assert procs.run_pids(info["run_id"]) == []
+    assert not list((run_dir / "sessions").glob("*.json"))
+
+
+def test_sigterm_during_tool_meister_start_leaves_nothing(
+    pbench, run_dir: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from .conftest import pbench_env
+
+    pbench("register-tool", "--name=vmstat", check=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pbench_runner",
+            "tool-meister-start",
+            "--sysinfo=all",
+            f"--dir={tmp_path / 'r'}",
+        ],
+        cwd=tmp_path,
+        env=pbench_env(run_dir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert procs.wait_until(lambda: list(run_dir.glob("sessions/*.json")), 20)
+    run_id = json.loads(session_file(run_dir).read_text())["run_id"]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, err
+    assert procs.wait_until(lambda: not procs.run_pids(run_id), 10)
+    assert not list((run_dir / "sessions").glob("*.json"))
+
+
+def test_a_forked_meister_that_cannot_start_is_reported_at_once(tmp_path: Path) -> None:
+    hosts = ["node-a", "node-b"]
+    (tmp_path / "tm" / "tm-node-b.log").mkdir(parents=True)  # its log cannot be opened
+    began = time.monotonic()
+    with pytest.raises(ActionError) as err:
+        Controller(_group(*hosts), tmp_path / "tm", local_hosts=hosts).start()
+    assert time.monotonic() - began < 10
+    assert set(err.value.failures) == {"node-b"}
+    assert "the tool meister failed to start: IsADirectoryError" in str(err.value)

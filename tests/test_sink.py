@@ -277,3 +277,77 @@ def test_concurrent_puts_from_hosts_all_land(sink: SinkHarness, tmp_path: Path) 
     assert codes == {"h1": 201, "h2": 201}
     for host in ("h1", "h2"):
         assert (sample / "tools-default" / host / "vmstat" / "vmstat.csv").exists()
+
+
+def test_a_report_lost_in_a_silent_resubscribe_is_still_counted(
+    sink: SinkHarness, tmp_path: Path
+) -> None:
+    act = sink.publish("start", tmp_path / "s1", timeout=30)
+    bus.publish_report(sink.client, sink.keys, bus.Report(act.id, "h1", "start", True))
+    time.sleep(0.3)
+    for client in sink.client.client_list():  # cut the sink off; redis-py reconnects by itself
+        if client.get("name") == "tds":
+            sink.client.client_kill_filter(_id=client["id"])
+    # h2's report reaches the hash while the sink may not be subscribed
+    bus.publish_report(sink.client, sink.keys, bus.Report(act.id, "h2", "start", True))
+    began = time.monotonic()
+    result = sink.result(act.id, timeout=10)
+    assert result.ok, result
+    assert time.monotonic() - began < 3
+
+
+def test_the_same_host_sending_twice_at_once_never_mixes_the_uploads(
+    sink: SinkHarness, tmp_path: Path
+) -> None:
+    src = tmp_path / "src" / "tool"
+    src.mkdir(parents=True)
+    for n in range(200):
+        (src / f"f{n:03d}.txt").write_text(f"good {n}\n" * 200)
+    tarball = tmp_path / "good.tar"
+    md5, _ = tarballs.pack(tmp_path / "src", tarball)
+    body = tarball.read_bytes()
+    damaged = bytearray(body)
+    damaged[len(damaged) // 2] ^= 0xFF
+    sample = tmp_path / "s1"
+    act = sink.publish("send", sample)
+    time.sleep(0.2)
+    codes: dict[str, int] = {}
+
+    def put(name: str, data: bytes) -> None:
+        codes[name] = raw_put(sink, act.id, "h1", data, md5).status_code
+
+    threads = [
+        threading.Thread(target=put, args=("good", body)),
+        threading.Thread(target=put, args=("damaged", bytes(damaged))),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert codes == {"good": 201, "damaged": 400}
+    files = sorted((sample / "tools-default" / "h1" / "tool").iterdir())
+    assert len(files) == 200
+    assert all(f.read_text() == f"good {int(f.stem[1:])}\n" * 200 for f in files)
+    assert not any((sample / ".incoming").rglob("*")) if (sample / ".incoming").exists() else True
+
+
+def test_a_tarball_the_sink_cannot_write_gets_a_json_answer(
+    sink: SinkHarness, tmp_path: Path
+) -> None:
+    import hashlib
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        first = tarfile.TarInfo("tool/f")
+        first.size = 1
+        tar.addfile(first, io.BytesIO(b"x"))
+        second = tarfile.TarInfo("tool/f/g")  # f is a file: cannot be a directory too
+        second.size = 1
+        tar.addfile(second, io.BytesIO(b"y"))
+    body = buf.getvalue()
+    act = sink.publish("send", tmp_path / "s1")
+    time.sleep(0.2)
+    resp = raw_put(sink, act.id, "h1", body, hashlib.md5(body).hexdigest())
+    assert resp.status_code == 500
+    assert resp.headers["Content-Type"].startswith("application/json")
+    assert "the sink cannot unpack host h1's data" in resp.json()["message"]

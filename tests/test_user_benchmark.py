@@ -269,3 +269,17 @@ def test_a_controller_killed_with_sigkill_takes_every_part_with_it(
         "sleep 60"
         not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     )
+
+
+def test_the_sample_ends_when_the_command_exits_and_its_leftovers_are_stopped(
+    pbench, run_dir: Path
+) -> None:  # type: ignore[no-untyped-def]
+    pbench("register-tool", "--name=vmstat", "--", "--interval=1", check=True)
+    proc = pbench("user-benchmark", "--sysinfo=none", "--", "sh", "-c", "sleep 37 & echo started")
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads((latest_result(run_dir) / "1-default" / "sample1" / "result.json").read_text())
+    assert res["duration_s"] < 2
+    assert (
+        "sleep 37"
+        not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    )
