@@ -74,6 +74,7 @@ class ToolMeister:
         #: this meister's own scratch directory; None until it exists
         self._workdir: Path | None = None
         self._heartbeat: Heartbeat | None = None
+        self._warmed = False
 
     # --- setup -------------------------------------------------------------
 
@@ -109,8 +110,6 @@ class ToolMeister:
         bus.mark_ready(self.client, self.keys, self.host, not errors, info, errors)
         if errors:
             raise StartupError("\n".join(errors))
-        # Import the uploader while the benchmark runs, not during the first send.
-        threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
         return self
 
     def _load_tools(self) -> list[str]:
@@ -244,6 +243,11 @@ class ToolMeister:
         if action.directory in self.running:
             errors.append(f"host {self.host}: tools already started for {action.directory}")
             return
+        if not self._warmed:
+            # Import the uploader while the benchmark runs: not while every part
+            # of the run is starting, nor during the first send.
+            self._warmed = True
+            threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
         started: dict[str, Tool] = {}
         self.running[action.directory] = started
         base = self._tool_dir(action.directory)

@@ -29,6 +29,7 @@ from types import FrameType
 from typing import Any
 
 import cherrypy
+import cherrypy._cpserver
 import redis
 from cherrypy._cpwsgi_server import CPWSGIServer
 
@@ -241,6 +242,19 @@ class ToolDataSink:
             self.stopping.set()
 
 
+class _SinkServer(cherrypy._cpserver.Server):  # type: ignore[misc]
+    """CherryPy checks that its server is up only every 0.1 s; we check more often."""
+
+    def wait(self) -> None:
+        deadline = time.monotonic() + 10.0
+        while not getattr(self.httpserver, "ready", False):
+            if self.interrupt:
+                raise self.interrupt
+            if time.monotonic() > deadline:
+                raise RuntimeError("the sink's HTTP server did not start within 10 s")
+            time.sleep(0.002)
+
+
 class _SinkHTTPServer(CPWSGIServer):  # type: ignore[misc]
     """cheroot notices a stop request only between polls of its connections;
     poll more often than its default 0.5 s so that the sink exits promptly."""
@@ -273,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     _stop_on_signal(sink)
     bind = sink.config.get("bind", "127.0.0.1")
     threads = max(10, min(64, len(sink.hosts) + 4))
+    cherrypy.server.unsubscribe()
+    cherrypy.server = _SinkServer()
+    cherrypy.server.subscribe()
     cherrypy.config.update(
         {
             "environment": "production",
