@@ -139,8 +139,7 @@ def stop(
     if proc.poll() is None or group_alive(pgid):
         signal_group(pgid, sig)
     deadline = time.monotonic() + timeout
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    wait_all([proc], timeout)
     while group_alive(pgid) and time.monotonic() < deadline:
         time.sleep(0.01)
     if proc.poll() is None or group_alive(pgid):
