@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from pbench_runner import procs, session
 from pbench_runner.config import Deadlines, toolsets
-from pbench_runner.errors import PbenchError, SessionError, ToolStoreError, UsageError
+from pbench_runner.errors import InfrastructureError, SessionError, ToolStoreError, UsageError
 from pbench_runner.exitcodes import ExitCode
 from pbench_runner.interrupts import interruptible
 from pbench_runner.toolstore import ToolStore, parse_labels, parse_remotes
@@ -111,7 +112,12 @@ def clear_tools(rdir: Path, args: argparse.Namespace, tail: list[str], _: Deadli
 def tool_meister_start(
     rdir: Path, args: argparse.Namespace, tail: list[str], deadlines: Deadlines
 ) -> int:
-    from pbench_runner.controller import Controller
+    """Start a session agent, which starts Redis, the sink and the meisters."""
+    import json
+    import subprocess
+    import sys as _sys
+
+    from pbench_runner.bus import RUN_ID_ENV, new_run_id
     from pbench_runner.resultdir import make_result_dir
 
     group = ToolStore(rdir).load(args.group)
@@ -122,47 +128,76 @@ def tool_meister_start(
         result_dir.mkdir(parents=True, exist_ok=True)
     else:
         result_dir = make_result_dir(rdir / "results", "pbench-session", "")
-    ctl = Controller(
-        group,
-        result_dir / "tm",
-        deadlines=deadlines,
-        plugins=args.plugins,
+    run_id = new_run_id()
+    argv = [
+        _sys.executable,
+        "-m",
+        "pbench_runner.agent",
+        "--run-dir",
+        str(rdir),
+        "--run-id",
+        run_id,
+        "--group",
+        args.group,
+        "--dir",
+        str(result_dir),
+        "--sysinfo",
+        args.sysinfo,
+        "--deadlines",
+        json.dumps(deadlines.as_dict()),
+    ]
+    for plugin in args.plugins:
+        argv += ["-p", plugin]
+    agent = procs.spawn(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, RUN_ID_ENV: run_id},
         die_with_parent=False,
-        result_dir=result_dir,
-        # the session is on disk from the first process on, for `pbench kill`
-        on_spawn=lambda info: session.save(rdir, info),
     )
+    assert agent.stdout is not None
     try:
         with interruptible():
-            ctl.start()
-            if args.sysinfo != "none":
-                result = ctl.publish(
-                    "sysinfo", result_dir / "sysinfo" / "beg", {"sysinfo": args.sysinfo}
-                )
-                for host, errs in result.failures().items():
-                    print(f"pbench: sysinfo on host {host}: {'; '.join(errs)}", file=sys.stderr)
+            line = agent.stdout.readline()  # the agent's own deadlines bound this wait
     except BaseException:
-        ctl.stop(quiet=True)
-        session.remove(rdir, ctl.run_id)
+        procs.kill_run(run_id)
+        session.remove(rdir, run_id)
         raise
-    session.save(rdir, ctl.session_info())
-    print(f"run id: {ctl.run_id}")
+    answer = json.loads(line) if line.strip() else {}
+    if "ready" not in answer:
+        procs.kill_run(run_id)
+        session.remove(rdir, run_id)
+        why = answer.get("error") or (
+            f"the session agent exited ({agent.poll()}) before it was ready; see "
+            f"{result_dir / 'tm' / 'agent.log'}"
+        )
+        if answer.get("exit") == ExitCode.USAGE_ERROR:
+            raise UsageError(why)
+        raise InfrastructureError(why)
+    print(f"run id: {run_id}")
     print(f"result directory: {result_dir}")
     return ExitCode.OK
 
 
-def _attach(rdir: Path, args: argparse.Namespace) -> Any:
-    from pbench_runner.controller import Controller
-
+def _ask(rdir: Path, args: argparse.Namespace, payload: dict[str, Any]) -> tuple[Any, Any]:
     info = session.find(rdir, getattr(args, "run_id", None), getattr(args, "group", None))
-    return Controller.attach(info)
+    deadlines = info.deadlines
+    timeout = max(deadlines.values()) + deadlines.get("shutdown", 5.0) + 10.0
+    return info, session.request(info, payload, timeout)
+
+
+def _check(answer: dict[str, Any]) -> None:
+    if not answer.get("ok"):
+        if answer.get("exit") == ExitCode.USAGE_ERROR:
+            raise UsageError(answer.get("error", "refused"))
+        raise InfrastructureError(answer.get("error", "failed"))
 
 
 def _action(rdir: Path, args: argparse.Namespace, name: str) -> int:
-    ctl = _attach(rdir, args)
     directory = Path(args.dir).absolute()
     directory.mkdir(parents=True, exist_ok=True)
-    ctl.run_action(name, directory)
+    _, answer = _ask(rdir, args, {"verb": name, "directory": str(directory)})
+    _check(answer)
     return ExitCode.OK
 
 
@@ -179,22 +214,12 @@ def send_tools(rdir: Path, args: argparse.Namespace, tail: list[str], _: Deadlin
 
 
 def tool_meister_stop(rdir: Path, args: argparse.Namespace, tail: list[str], _: Deadlines) -> int:
-    ctl = _attach(rdir, args)
-    problems: list[str] = []
-    try:
-        with interruptible():
-            if args.sysinfo != "none":
-                result = ctl.publish(
-                    "sysinfo", ctl.result_dir / "sysinfo" / "end", {"sysinfo": args.sysinfo}
-                )
-                problems.extend(
-                    f"sysinfo on host {h}: {'; '.join(e)}" for h, e in result.failures().items()
-                )
-    except PbenchError as exc:
-        problems.append(str(exc))  # stopping comes first; the problem is reported below
-    finally:
-        problems.extend(ctl.stop())
-        session.remove(rdir, ctl.run_id)
+    info, answer = _ask(rdir, args, {"verb": "terminate", "sysinfo": args.sysinfo})
+    # the agent answers just before it exits: wait for it, so nothing is left
+    agent = info.pids.get("agent", 0)
+    procs.wait_until(lambda: not procs.pid_alive(agent), info.deadlines.get("shutdown", 5.0))
+    _check(answer)
+    problems = answer.get("problems", [])
     for problem in problems:
         print(f"pbench: {problem}", file=sys.stderr)
     return ExitCode.INFRASTRUCTURE_ERROR if problems else ExitCode.OK

@@ -1,8 +1,8 @@
 """The controller: sets up Redis, the sink and the meisters, then drives actions.
 
-``Controller`` is a context manager for a whole session (``user-benchmark``
-uses it in-process); ``Controller.attach`` reaches a session that an earlier
-``pbench tool-meister-start`` left running.
+``Controller`` is a context manager for a whole session.  ``user-benchmark``
+uses it in-process; for the low-level verbs a session agent
+(:mod:`pbench_runner.agent`) holds it between commands.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ class Controller:
         local_hosts: Iterable[str] = (),
         result_dir: Path | None = None,
         on_spawn: Callable[[SessionInfo], object] | None = None,
+        run_id: str | None = None,
     ) -> None:
         """``on_spawn`` is called with the session as it grows (after Redis and
         each process start), so that a crash mid-start can still be cleaned up."""
@@ -67,7 +68,7 @@ class Controller:
         self.die_with_parent = die_with_parent
         self.local_hosts = set(local_hosts)
         self.result_dir = result_dir or tm_dir.parent
-        self.run_id = bus.new_run_id()
+        self.run_id = run_id or bus.new_run_id()
         self.keys = bus.Keys(self.run_id)
         self.redis: RedisServer | None = None
         self.client: redis.Redis | None = None
@@ -77,8 +78,6 @@ class Controller:
         self.redis_url = ""
         self._pubsub: Any = None
         self._stopped = False
-        #: hosts of a session reached through attach()
-        self._attached_hosts: list[str] = []
 
     @property
     def hosts(self) -> list[str]:
@@ -221,7 +220,7 @@ class Controller:
                 )
             ready.get_message(timeout=0.05)
 
-    # --- attach to a session left running by tool-meister-start ----------------
+    # --- the session as a file (for the session agent and `pbench kill`) --------
 
     def session_info(self) -> SessionInfo:
         return SessionInfo(
@@ -235,18 +234,6 @@ class Controller:
             deadlines=self.deadlines.as_dict(),
             pids=self.pids,
         )
-
-    @classmethod
-    def attach(cls, info: SessionInfo) -> Controller:
-        group = ToolGroup(info.group, {})
-        self = cls(group, Path(info.tm_dir), deadlines=Deadlines(**info.deadlines))
-        self.run_id, self.keys = info.run_id, bus.Keys(info.run_id)
-        self.password, self.redis_url = info.password, info.redis_url
-        self.pids = dict(info.pids)
-        self._attached_hosts = list(info.hosts)
-        self.result_dir = Path(info.result_dir)
-        self.client = bus.connect(self.redis_url, self.password)
-        return self
 
     # --- actions ------------------------------------------------------------------
 
@@ -335,8 +322,8 @@ class Controller:
                     r.decode() if isinstance(r, bytes) else r
                     for r in self.client.hkeys(self.keys.reports(action.id))
                 }
-                hosts = self._attached_hosts or self.hosts
-                raise DeadlineExceeded(verb, timeout, [h for h in hosts if h not in answered])
+                missing = [h for h in self.hosts if h not in answered]
+                raise DeadlineExceeded(verb, timeout, missing)
 
     def run_action(
         self, name: str, directory: Path | str, args: Mapping[str, Any] | None = None
@@ -377,20 +364,10 @@ class Controller:
         return problems
 
     def _wait_exit(self) -> None:
-        others = {n: p for n, p in self.pids.items() if n != "redis"}
-        if self.procs:
-            if not procs.wait_all(list(self.procs.values()), self.deadlines.shutdown):
-                for proc in self.procs.values():
-                    if proc.poll() is None:
-                        procs.stop(proc, timeout=1.0)
-        else:
-            procs.wait_until(
-                lambda: not any(procs.pid_alive(p) for p in others.values()),
-                self.deadlines.shutdown,
-            )
-        if self.redis is None:
-            # A session started by an earlier command: Redis too is found by run id.
-            procs.kill_run(self.run_id, timeout=self.deadlines.shutdown)
+        if not procs.wait_all(list(self.procs.values()), self.deadlines.shutdown):
+            for proc in self.procs.values():
+                if proc.poll() is None:
+                    procs.stop(proc, timeout=1.0)
 
     def __enter__(self) -> Controller:
         return self.start()

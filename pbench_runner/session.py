@@ -1,8 +1,11 @@
 """A running tool meister session, saved so that later commands can reach it.
 
-``pbench tool-meister-start`` writes ``<run-dir>/sessions/<run-id>.json``
-(mode 0600: it holds the Redis password); ``start-tools``, ``stop-tools``,
-``send-tools``, ``tool-meister-stop`` and ``kill`` read it.
+``pbench tool-meister-start`` starts a session agent (:mod:`pbench_runner.agent`)
+that writes ``<run-dir>/sessions/<run-id>.json`` (mode 0600: it holds the Redis
+password) and listens on ``<run-id>.sock`` beside it.  ``start-tools``,
+``stop-tools``, ``send-tools`` and ``tool-meister-stop`` send it requests
+through :func:`request`; ``kill`` uses the pids in the file.  This module is
+kept light: those commands import nothing else of weight.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ class SessionInfo:
     deadlines: dict[str, float]
     pids: dict[str, int] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
+    #: the session agent's Unix socket
+    socket: str = ""
 
 
 def sessions_dir(run_dir: Path) -> Path:
@@ -79,3 +84,36 @@ def find(run_dir: Path, run_id: str | None = None, group: str | None = None) -> 
         )
     listed = ", ".join(f"{s.run_id} (group {s.group})" for s in matches)
     raise SessionError(f"several tool meister sessions are running: {listed}; choose with --run-id")
+
+
+def request(info: SessionInfo, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Send one request to the session's agent and return its answer."""
+    import socket as _socket
+
+    with _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM) as conn:
+        conn.settimeout(timeout)
+        try:
+            conn.connect(info.socket)
+            conn.sendall(json.dumps(payload).encode() + b"\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except _socket.timeout as exc:
+            raise SessionError(
+                f"the session agent of run {info.run_id} did not answer within {timeout:g} s"
+            ) from exc
+        except OSError as exc:
+            raise SessionError(
+                f"the session agent of run {info.run_id} is not running ({exc}); "
+                "`pbench kill` cleans up what is left"
+            ) from exc
+    if not data:
+        raise SessionError(
+            f"the session agent of run {info.run_id} ended without answering; see "
+            f"{Path(info.tm_dir) / 'agent.log'}; `pbench kill` cleans up what is left"
+        )
+    answer: dict[str, Any] = json.loads(data)
+    return answer
