@@ -157,9 +157,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.INTERRUPTED
 
 
-def dispatch(args: argparse.Namespace, tail: list[str]) -> int:
-    from pbench_runner import commands
+SESSION_VERBS = frozenset(
+    {"tool-meister-start", "start-tools", "stop-tools", "send-tools", "tool-meister-stop", "kill"}
+)
 
+
+def dispatch(args: argparse.Namespace, tail: list[str]) -> int:
     rdir = run_dir(args.run_dir)
     verb = args.verb
     if verb == "user-benchmark":
@@ -184,8 +187,17 @@ def dispatch(args: argparse.Namespace, tail: list[str]) -> int:
         return UserBenchmark(opts).run()
     if tail and verb != "register-tool":
         raise UsageError(f"{verb} takes no arguments after --")
-    handler = getattr(commands, verb.replace("-", "_"))
-    return int(handler(rdir, args, tail, _deadlines(args)))
+    name = verb.replace("-", "_")
+    if verb in SESSION_VERBS:
+        from pbench_runner import sessioncmds
+
+        handler = getattr(sessioncmds, name)
+    else:
+        from pbench_runner import commands
+
+        handler = getattr(commands, name)
+    deadlines = _deadlines(args) if verb == "tool-meister-start" else Deadlines()
+    return int(handler(rdir, args, tail, deadlines))
 
 
 def _check_sysinfo(selection: str, plugins: Sequence[str]) -> None:

@@ -14,11 +14,6 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 from pbench_runner.errors import UsageError
 
 RUN_DIR_ENV = "PBENCH_RUN_DIR"
@@ -52,10 +47,20 @@ class Deadlines:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+def _tomllib() -> Any:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    return tomllib
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
+    tomllib = _tomllib()
     try:
         with open(path, "rb") as fh:
-            return tomllib.load(fh)
+            data: dict[str, Any] = tomllib.load(fh)
+            return data
     except FileNotFoundError:
         return {}
     except tomllib.TOMLDecodeError as exc:
@@ -97,7 +102,7 @@ def toolsets(run: Path, settings: dict[str, Any] | None = None) -> dict[str, Any
     import importlib.resources
 
     shipped = importlib.resources.files("pbench_runner").joinpath("data/toolsets.toml")
-    sets: dict[str, Any] = tomllib.loads(shipped.read_text())
+    sets: dict[str, Any] = _tomllib().loads(shipped.read_text())
     sets.update(_read_toml(run / "toolsets.toml"))
     sets.update((settings if settings is not None else project_settings()).get("toolsets", {}))
     sets.setdefault("default", sets["medium"])

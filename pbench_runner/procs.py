@@ -9,8 +9,6 @@ the child gets SIGTERM.  Every wait has a deadline.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import os
 import signal
 import subprocess
@@ -26,6 +24,9 @@ _libc: Any = None
 def _prctl_pdeathsig(sig: int) -> None:
     global _libc
     if _libc is None:
+        import ctypes
+        import ctypes.util
+
         _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     _libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
 
