@@ -52,7 +52,15 @@ def save(run_dir: Path, info: SessionInfo) -> Path:
 
 
 def remove(run_dir: Path, run_id: str) -> None:
-    (sessions_dir(run_dir) / f"{run_id}.json").unlink(missing_ok=True)
+    """Forget a session: its file and its agent's socket."""
+    path = sessions_dir(run_dir) / f"{run_id}.json"
+    try:
+        sock = json.loads(path.read_text()).get("socket", "")
+    except (OSError, ValueError):
+        sock = ""
+    if sock:
+        Path(sock).unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
 
 
 def all_sessions(run_dir: Path) -> list[SessionInfo]:

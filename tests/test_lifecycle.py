@@ -327,3 +327,40 @@ def test_a_forked_meister_that_cannot_start_is_reported_at_once(tmp_path: Path) 
     assert time.monotonic() - began < 10
     assert set(err.value.failures) == {"node-b"}
     assert "the tool meister failed to start: IsADirectoryError" in str(err.value)
+
+
+def test_a_killed_session_agent_takes_its_session_with_it(
+    pbench, run_dir: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    pbench("register-tool", "--name=vmstat", "--", "--interval=1", check=True)
+    pbench("tool-meister-start", f"--dir={tmp_path / 'r'}", check=True)
+    info = json.loads(session_file(run_dir).read_text())
+    pbench("start-tools", f"--dir={tmp_path / 'r' / 's1'}", check=True)
+    os.kill(info["pids"]["agent"], signal.SIGKILL)
+    # Redis, the sink, the meister and vmstat all go (parent-death signals)
+    assert procs.wait_until(lambda: not procs.run_pids(info["run_id"]), 10)
+    proc = pbench("stop-tools", f"--dir={tmp_path / 'r' / 's1'}")
+    assert proc.returncode == 2
+    assert f"the session agent of run {info['run_id']} is not running" in proc.stderr
+    assert "`pbench kill` cleans up" in proc.stderr
+    pbench("kill", check=True)
+    assert not list((run_dir / "sessions").glob("*"))
+
+
+def test_two_commands_on_one_session_take_turns(pbench, run_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from concurrent.futures import ThreadPoolExecutor
+
+    pbench("register-tool", "--name=vmstat", "--", "--interval=1", check=True)
+    pbench("tool-meister-start", f"--dir={tmp_path / 'r'}", check=True)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            runs = list(
+                pool.map(lambda d: pbench("start-tools", f"--dir={tmp_path / 'r' / d}"), ["a", "b"])
+            )
+        assert [r.returncode for r in runs] == [0, 0], [r.stderr for r in runs]
+        for d in ("a", "b"):
+            pbench("stop-tools", f"--dir={tmp_path / 'r' / d}", check=True)
+            pbench("send-tools", f"--dir={tmp_path / 'r' / d}", check=True)
+            assert (tmp_path / "r" / d / "tools-default" / HOST / "vmstat").is_dir()
+    finally:
+        pbench("tool-meister-stop", check=True)
