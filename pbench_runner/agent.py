@@ -70,7 +70,7 @@ class Agent:
             conn, _ = self.listener.accept()
             with conn:
                 try:
-                    request = json.loads(_read_line(conn))
+                    request = json.loads(session.read_line(conn))
                 except (OSError, ValueError) as exc:
                     log.warning("bad request: %s", exc)
                     continue
@@ -122,16 +122,6 @@ def _socket_path(sessions: Path, run_id: str) -> Path:
     if len(str(path)) < 100:
         return path
     return Path(tempfile.gettempdir()) / f"pbench-{os.getuid()}" / f"{run_id}.sock"
-
-
-def _read_line(conn: socket.socket) -> bytes:
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = conn.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    return data
 
 
 def _announce(message: dict[str, Any]) -> None:

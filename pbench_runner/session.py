@@ -103,12 +103,7 @@ def request(info: SessionInfo, payload: dict[str, Any], timeout: float) -> dict[
         try:
             conn.connect(info.socket)
             conn.sendall(json.dumps(payload).encode() + b"\n")
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = conn.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
+            data = read_line(conn)
         except _socket.timeout as exc:
             raise SessionError(
                 f"the session agent of run {info.run_id} did not answer within {timeout:g} s"
@@ -125,3 +120,14 @@ def request(info: SessionInfo, payload: dict[str, Any], timeout: float) -> dict[
         )
     answer: dict[str, Any] = json.loads(data)
     return answer
+
+
+def read_line(conn: Any) -> bytes:
+    """One newline-terminated message from a socket (less if it closes first)."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data

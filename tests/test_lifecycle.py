@@ -23,6 +23,14 @@ from pbench_runner.toolstore import HostTools, ToolGroup
 from .conftest import HOST
 
 
+def start_session(pbench, run_dir: Path, tmp_path: Path, tool: str) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    """Register ``tool`` (1 s interval where it has one), start a session in tmp/r."""
+    options = ["--", "--interval=1"] if tool != "noop" else []
+    pbench("register-tool", f"--name={tool}", *options, check=True)
+    pbench("tool-meister-start", f"--dir={tmp_path / 'r'}", check=True)
+    return json.loads(session_file(run_dir).read_text())  # type: ignore[no-any-return]
+
+
 def session_file(run_dir: Path) -> Path:
     files = list((run_dir / "sessions").glob("*.json"))
     assert len(files) == 1, files
@@ -55,9 +63,7 @@ def test_low_level_verbs_walk_the_diagram(pbench, run_dir: Path, tmp_path: Path)
 def test_a_killed_meister_is_reported_within_the_deadline(
     pbench, run_dir: Path, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    pbench("register-tool", "--name=vmstat", "--", "--interval=1", check=True)
-    pbench("tool-meister-start", f"--dir={tmp_path / 'r'}", check=True)
-    info = json.loads(session_file(run_dir).read_text())
+    info = start_session(pbench, run_dir, tmp_path, "vmstat")
     sample = tmp_path / "r" / "sample1"
     pbench("start-tools", f"--dir={sample}", check=True)
     os.kill(info["pids"][HOST], signal.SIGKILL)
@@ -74,9 +80,7 @@ def test_a_killed_meister_is_reported_within_the_deadline(
 def test_pbench_kill_stops_what_a_crashed_session_left(
     pbench, run_dir: Path, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    pbench("register-tool", "--name=vmstat", "--", "--interval=1", check=True)
-    pbench("tool-meister-start", f"--dir={tmp_path / 'r'}", check=True)
-    info = json.loads(session_file(run_dir).read_text())
+    info = start_session(pbench, run_dir, tmp_path, "vmstat")
     pbench("start-tools", f"--dir={tmp_path / 'r' / 's1'}", check=True)
     assert len(procs.run_pids(info["run_id"])) >= 3  # sink, meister, vmstat
     assert procs.pid_alive(info["pids"]["redis"])
@@ -219,9 +223,7 @@ def test_forked_local_meisters_are_watched_one_by_one(tmp_path: Path) -> None:
 
 
 def test_a_dead_sink_is_reported_not_waited_for(pbench, run_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    pbench("register-tool", "--name=noop", check=True)
-    pbench("tool-meister-start", f"--dir={tmp_path / 'r'}", check=True)
-    info = json.loads(session_file(run_dir).read_text())
+    info = start_session(pbench, run_dir, tmp_path, "noop")
     os.kill(info["pids"]["tds"], signal.SIGKILL)
     began = time.monotonic()
     proc = pbench("start-tools", f"--dir={tmp_path / 'r' / 's1'}")
@@ -232,9 +234,7 @@ def test_a_dead_sink_is_reported_not_waited_for(pbench, run_dir: Path, tmp_path:
 
 
 def test_a_dead_redis_is_reported_clearly(pbench, run_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    pbench("register-tool", "--name=noop", check=True)
-    pbench("tool-meister-start", f"--dir={tmp_path / 'r'}", check=True)
-    info = json.loads(session_file(run_dir).read_text())
+    info = start_session(pbench, run_dir, tmp_path, "noop")
     os.kill(info["pids"]["redis"], signal.SIGKILL)
     proc = pbench("start-tools", f"--dir={tmp_path / 'r' / 's1'}")
     assert proc.returncode == 4
@@ -247,8 +247,7 @@ def test_a_dead_redis_is_reported_clearly(pbench, run_dir: Path, tmp_path: Path)
 def test_send_before_stop_is_refused_and_the_data_survives_a_failed_send(
     pbench, run_dir: Path, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    pbench("register-tool", "--name=vmstat", "--", "--interval=1", check=True)
-    pbench("tool-meister-start", f"--dir={tmp_path / 'r'}", check=True)
+    start_session(pbench, run_dir, tmp_path, "vmstat")
     sample = tmp_path / "r" / "s1"
     try:
         pbench("start-tools", f"--dir={sample}", check=True)
@@ -276,9 +275,7 @@ def test_send_before_stop_is_refused_and_the_data_survives_a_failed_send(
 def test_tool_meister_stop_stops_everything_even_when_sysinfo_fails(
     pbench, run_dir: Path, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    pbench("register-tool", "--name=vmstat", "--", "--interval=1", check=True)
-    pbench("tool-meister-start", f"--dir={tmp_path / 'r'}", check=True)
-    info = json.loads(session_file(run_dir).read_text())
+    info = start_session(pbench, run_dir, tmp_path, "vmstat")
     pbench("start-tools", f"--dir={tmp_path / 'r' / 's1'}", check=True)
     os.kill(info["pids"]["tds"], signal.SIGKILL)
     proc = pbench("tool-meister-stop", "--sysinfo=default")
@@ -332,9 +329,7 @@ def test_a_forked_meister_that_cannot_start_is_reported_at_once(tmp_path: Path) 
 def test_a_killed_session_agent_takes_its_session_with_it(
     pbench, run_dir: Path, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    pbench("register-tool", "--name=vmstat", "--", "--interval=1", check=True)
-    pbench("tool-meister-start", f"--dir={tmp_path / 'r'}", check=True)
-    info = json.loads(session_file(run_dir).read_text())
+    info = start_session(pbench, run_dir, tmp_path, "vmstat")
     pbench("start-tools", f"--dir={tmp_path / 'r' / 's1'}", check=True)
     os.kill(info["pids"]["agent"], signal.SIGKILL)
     # Redis, the sink, the meister and vmstat all go (parent-death signals)
@@ -350,8 +345,7 @@ def test_a_killed_session_agent_takes_its_session_with_it(
 def test_two_commands_on_one_session_take_turns(pbench, run_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from concurrent.futures import ThreadPoolExecutor
 
-    pbench("register-tool", "--name=vmstat", "--", "--interval=1", check=True)
-    pbench("tool-meister-start", f"--dir={tmp_path / 'r'}", check=True)
+    start_session(pbench, run_dir, tmp_path, "vmstat")
     try:
         with ThreadPoolExecutor(2) as pool:
             runs = list(
