@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--run-id", help="only this run (default: every session in the run dir)")
 
+    from pbench_runner.runcmd import add_parser as add_run_parser
+
+    add_run_parser(sub)
+
     p = sub.add_parser("user-benchmark", help="run a command with tools around every sample")
     _common(p)
     _deadline_opts(p)
@@ -165,6 +169,10 @@ SESSION_VERBS = frozenset(
 def dispatch(args: argparse.Namespace, tail: list[str]) -> int:
     rdir = run_dir(args.run_dir)
     verb = args.verb
+    if verb == "run":
+        from pbench_runner.runcmd import run
+
+        return run(args, tail)
     if verb == "user-benchmark":
         if not tail:
             raise UsageError("user-benchmark needs a command after --, e.g. -- sleep 1")

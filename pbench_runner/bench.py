@@ -1,0 +1,128 @@
+"""What a benchmark function works with: the ``sample`` fixture.
+
+::
+
+    @pytest.mark.parametrize("block_size", ["4k", "1m"])
+    def bench_dd(sample, block_size):
+        out = sample.run(["dd", "if=/dev/zero", "of=/tmp/x", f"bs={block_size}", "count=256"])
+        sample.record("throughput", parse(out), unit="MB/s", higher_is_better=True)
+
+The function is called once per sample; ``sample`` always refers to the
+sample being run.  Every sample is timed (wall and CPU seconds) whatever the
+function records.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pbench_runner.errors import PbenchError
+
+
+class CommandFailed(PbenchError):
+    """A command run with ``sample.run`` exited non-zero or timed out."""
+
+
+@dataclass
+class Metric:
+    value: float
+    unit: str = ""
+    higher_is_better: bool = False
+
+
+@dataclass
+class Sample:
+    """One run of a benchmark function, with its own directory."""
+
+    number: int
+    directory: Path
+    metrics: dict[str, Metric] = field(default_factory=dict)
+    commands: list[dict[str, Any]] = field(default_factory=list)
+
+    def record(
+        self, name: str, value: float, unit: str = "", higher_is_better: bool = False
+    ) -> None:
+        """Record a metric of this sample (one value per name and sample)."""
+        if not name or "/" in name:
+            raise ValueError(f"bad metric name {name!r}")
+        self.metrics[name] = Metric(float(value), unit, higher_is_better)
+
+    def run(
+        self,
+        command: Sequence[str] | str,
+        *,
+        timeout: float | None = None,
+        check: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> str:
+        """Run a command (a list, or a string for the shell); return its stdout.
+
+        Its output is kept in the sample directory.  A non-zero exit status or
+        a timeout raises :class:`CommandFailed` unless ``check`` is false.
+        """
+        shell = isinstance(command, str)
+        argv: Any = command if shell else list(command)
+        n = len(self.commands) + 1
+        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            proc = subprocess.run(
+                argv,
+                shell=shell,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env={**os.environ, **(env or {})},
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise CommandFailed(f"{_show(command)} did not finish within {timeout:g} s") from exc
+        except OSError as exc:
+            raise CommandFailed(f"cannot run {_show(command)}: {exc}") from exc
+        (self.directory / f"command{n}.stdout").write_text(proc.stdout)
+        (self.directory / f"command{n}.stderr").write_text(proc.stderr)
+        self.commands.append({"command": _show(command), "exit_status": proc.returncode})
+        if check and proc.returncode != 0:
+            tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+            raise CommandFailed(
+                f"{_show(command)} exited with status {proc.returncode}"
+                + (f"; its stderr ends with:\n{tail}" if tail else "")
+            )
+        return proc.stdout
+
+
+def _show(command: Sequence[str] | str) -> str:
+    return command if isinstance(command, str) else shlex.join(command)
+
+
+class SampleHandle:
+    """The ``sample`` fixture: stands for whichever sample is running."""
+
+    def __init__(self) -> None:
+        self.current: Sample | None = None
+
+    def _sample(self) -> Sample:
+        if self.current is None:
+            raise RuntimeError("the sample fixture is only usable inside a benchmark function")
+        return self.current
+
+    @property
+    def number(self) -> int:
+        return self._sample().number
+
+    @property
+    def directory(self) -> Path:
+        return self._sample().directory
+
+    def record(
+        self, name: str, value: float, unit: str = "", higher_is_better: bool = False
+    ) -> None:
+        self._sample().record(name, value, unit, higher_is_better)
+
+    def run(self, command: Sequence[str] | str, **kwargs: Any) -> str:
+        return self._sample().run(command, **kwargs)

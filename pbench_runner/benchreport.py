@@ -1,0 +1,39 @@
+"""The end-of-run table of ``pbench run``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+
+def _fmt(value: float) -> str:
+    if math.isnan(value):
+        return "nan"
+    magnitude = abs(value)
+    if magnitude >= 100:
+        return f"{value:.1f}"
+    if magnitude >= 1:
+        return f"{value:.3f}"
+    return f"{value:.4g}"
+
+
+def summary_lines(iterations: Iterable[dict[str, Any]]) -> list[str]:
+    """One line per benchmark and metric: mean ± stddev (%), median, min, max, n."""
+    lines = []
+    for it in iterations:
+        lines.append(f"{it['name']}  [{it['status']}]  {it['nodeid']}")
+        for name, entry in it.get("metrics", {}).items():
+            s = entry.get("summary")
+            if not s:
+                continue
+            unit = f" {entry['unit']}" if entry["unit"] else ""
+            arrow = "higher is better" if entry["higher_is_better"] else "lower is better"
+            outliers = f", outliers: samples {s['outliers']}" if s["outliers"] else ""
+            lines.append(
+                f"    {name:<16} {_fmt(s['mean'])}{unit} ± {_fmt(s['stddev'])} "
+                f"({_fmt(s['stddev_pct'])}%)  median {_fmt(s['median'])}  "
+                f"min {_fmt(s['min'])}  max {_fmt(s['max'])}  n={s['n']}  "
+                f"({arrow}{outliers})"
+            )
+    return lines

@@ -1,0 +1,286 @@
+"""One ``pbench run``: the result directory, the tool session, and every sample.
+
+Registered by the pytest plugin when ``--pbench-run`` is on.  Result layout::
+
+    pbench-run_<config>_<YYYY.MM.DDTHH.MM.SS>/
+        metadata.log  metadata.json  result.json  tm/  sysinfo/{beg,end}/<host>/
+        <N>-<benchmark>/result.json  reference-result -> sample<K>
+        <N>-<benchmark>/sample<K>/   result.json  tools-<group>/<host>/<tool>/
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import resource
+import signal
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pytest
+
+from pbench_runner.bench import Sample, SampleHandle
+from pbench_runner.config import run_dir as resolve_run_dir
+from pbench_runner.controller import Controller
+from pbench_runner.errors import PbenchError
+from pbench_runner.pytest_plugin import handle_of
+from pbench_runner.resultdir import RunMetadata, make_result_dir
+from pbench_runner.stats import summarize
+from pbench_runner.toolstore import ToolGroup, ToolStore
+
+SCRIPT = "pbench-run"
+
+
+class SampleTimeout(PbenchError):
+    """A sample ran past its timeout."""
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", name).strip("_")[:100] or "benchmark"
+
+
+def _cpu() -> float:
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+class BenchSession:
+    """The pytest plugin object of one ``pbench run``."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        opt = config.getoption
+        self.run_dir = resolve_run_dir(opt("pbench_run_dir"))
+        self.samples: int = opt("pbench_samples")
+        self.warmup: int = opt("pbench_warmup")
+        self.group_name: str = opt("pbench_tool_group")
+        self.sysinfo: str = opt("pbench_sysinfo")
+        self.timeout: float | None = opt("pbench_timeout")
+        self.plugins: list[str] = opt("pbench_plugin")
+        self.config_name: str = opt("pbench_config")
+        self.json_path: str | None = opt("pbench_json")
+        self.result_dir = Path()
+        self.ctl: Controller | None = None
+        self.group = ToolGroup(self.group_name)
+        self.meta: RunMetadata | None = None
+        self.iterations: list[dict[str, Any]] = []
+        self.problems: list[str] = []
+
+    # --- the session --------------------------------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        try:
+            self.group = ToolStore(self.run_dir).load(self.group_name)
+            self.result_dir = make_result_dir(self.run_dir / "results", SCRIPT, self.config_name)
+            self.meta = RunMetadata(
+                name=self.result_dir.name,
+                script=SCRIPT,
+                config=self.config_name,
+                group=self.group,
+            )
+            self.meta.write(self.result_dir)
+            if not self.group.empty:
+                self.ctl = Controller(
+                    self.group,
+                    self.result_dir / "tm",
+                    plugins=self.plugins,
+                    result_dir=self.result_dir,
+                ).start()
+                self.meta.run_id = self.ctl.run_id
+                self._sysinfo("beg")
+        except PbenchError as exc:
+            if self.ctl is not None:
+                self.ctl.stop(quiet=True)
+            pytest.exit(f"pbench: {exc}", returncode=4)
+
+    def _sysinfo(self, when: str) -> None:
+        if self.ctl is None or self.sysinfo == "none":
+            return
+        result = self.ctl.publish(
+            "sysinfo", self.result_dir / "sysinfo" / when, {"sysinfo": self.sysinfo}
+        )
+        for host, errors in result.failures().items():
+            self.problems.append(f"sysinfo ({when}) on host {host}: {'; '.join(errors)}")
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self.meta is None:
+            return
+        if self.ctl is not None:
+            try:
+                self._sysinfo("end")
+            except PbenchError as exc:
+                self.problems.append(str(exc))
+            self.problems.extend(self.ctl.stop())
+        self.meta.end = dt.datetime.now()
+        self.meta.status = "ok" if exitstatus == 0 and not self.problems else "failed"
+        self.meta.iterations = [
+            {"name": it["name"], "nodeid": it["nodeid"], "status": it["status"]}
+            for it in self.iterations
+        ]
+        self.meta.extra["problems"] = self.problems
+        self.meta.write(self.result_dir)
+        result = {"run": self.meta.to_json(), "iterations": self.iterations}
+        text = json.dumps(result, indent=2, default=str) + "\n"
+        (self.result_dir / "result.json").write_text(text)
+        if self.json_path:
+            Path(self.json_path).write_text(text)
+
+    # --- one benchmark ----------------------------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_pyfunc_call(self, pyfuncitem: pytest.Function) -> bool:
+        marker = pyfuncitem.get_closest_marker("pbench")
+        mk: dict[str, Any] = dict(marker.kwargs) if marker else {}
+        samples = int(mk.get("samples") or self.samples)
+        warmup = int(mk["warmup"]) if mk.get("warmup") is not None else self.warmup
+        timeout = mk.get("timeout") or self.timeout
+        use_tools = bool(mk.get("tools", True)) and self.ctl is not None
+        handle = handle_of(pyfuncitem) or SampleHandle()
+        names = pyfuncitem._fixtureinfo.argnames
+        kwargs = {name: pyfuncitem.funcargs[name] for name in names}
+        index = len(self.iterations) + 1
+        iteration_dir = self.result_dir / f"{index}-{_safe(pyfuncitem.name)}"
+        iteration: dict[str, Any] = {
+            "name": iteration_dir.name,
+            "nodeid": pyfuncitem.nodeid,
+            "status": "running",
+            "samples": [],
+            "metrics": {},
+        }
+        self.iterations.append(iteration)
+        failure: BaseException | None = None
+        for w in range(1, warmup + 1):
+            record, failure = self._sample(
+                pyfuncitem, handle, kwargs, iteration_dir / f"warmup{w}", w, False, timeout
+            )
+            if failure is not None:
+                break
+        for n in range(1, samples + 1):
+            if failure is not None:
+                break
+            record, failure = self._sample(
+                pyfuncitem, handle, kwargs, iteration_dir / f"sample{n}", n, use_tools, timeout
+            )
+            iteration["samples"].append(record)
+        iteration["status"] = "failed" if failure is not None else "ok"
+        self._summarize(iteration, iteration_dir)
+        if failure is not None:
+            raise failure
+        return True
+
+    def _sample(
+        self,
+        item: pytest.Function,
+        handle: SampleHandle,
+        kwargs: dict[str, Any],
+        directory: Path,
+        number: int,
+        use_tools: bool,
+        timeout: float | None,
+    ) -> tuple[dict[str, Any], BaseException | None]:
+        directory.mkdir(parents=True, exist_ok=True)
+        sample = Sample(number, directory)
+        handle.current = sample
+        failure: BaseException | None = None
+        group = self.group.name
+        try:
+            if use_tools:
+                assert self.ctl is not None
+                self.ctl.run_action("start", directory)
+            began, cpu0 = time.perf_counter(), _cpu()
+            try:
+                with _deadline(timeout, item.name):
+                    item.obj(**kwargs)
+            finally:
+                wall, cpu = time.perf_counter() - began, _cpu() - cpu0
+        except BaseException as exc:
+            failure = exc
+            wall = cpu = float("nan")
+        finally:
+            handle.current = None
+            if use_tools:
+                assert self.ctl is not None
+                for verb in ("stop", "send"):  # whatever happened: stop, and keep the data
+                    try:
+                        self.ctl.run_action(verb, directory)
+                    except PbenchError as exc:
+                        self.problems.append(f"{item.nodeid} sample {number}: {exc}")
+                        failure = failure or exc
+        record: dict[str, Any] = {
+            "sample": number,
+            "wall_s": wall,
+            "cpu_s": cpu,
+            "metrics": {k: m.value for k, m in sample.metrics.items()},
+            "units": {k: [m.unit, m.higher_is_better] for k, m in sample.metrics.items()},
+            "commands": sample.commands,
+            "status": "ok" if failure is None else f"failed: {type(failure).__name__}: {failure}",
+            "tools": group if use_tools else None,
+        }
+        (directory / "result.json").write_text(json.dumps(record, indent=2) + "\n")
+        return record, failure
+
+    def _summarize(self, iteration: dict[str, Any], iteration_dir: Path) -> None:
+        ok = [s for s in iteration["samples"] if s["status"] == "ok"]
+        series: dict[str, dict[str, Any]] = {
+            "wall_s": {"unit": "s", "higher_is_better": False, "values": [s["wall_s"] for s in ok]},
+            "cpu_s": {"unit": "s", "higher_is_better": False, "values": [s["cpu_s"] for s in ok]},
+        }
+        for s in ok:
+            for name, value in s["metrics"].items():
+                unit, better = s["units"][name]
+                entry = series.setdefault(
+                    name, {"unit": unit, "higher_is_better": better, "values": []}
+                )
+                entry["values"].append(value)
+        for entry in series.values():
+            if entry["values"]:
+                entry["summary"] = summarize(entry["values"])
+        iteration["metrics"] = series
+        if ok:
+            closest = series["wall_s"]["summary"]["closest"]
+            reference = ok[closest - 1]["sample"]
+            iteration["reference"] = f"sample{reference}"
+            link = iteration_dir / "reference-result"
+            link.unlink(missing_ok=True)
+            os.symlink(f"sample{reference}", link)
+        (iteration_dir / "result.json").write_text(json.dumps(iteration, indent=2) + "\n")
+
+    # --- the report --------------------------------------------------------------
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        from pbench_runner.benchreport import summary_lines
+
+        tr = terminalreporter
+        tr.section("pbench results")
+        for line in summary_lines(self.iterations):
+            tr.write_line(line)
+        for problem in self.problems:
+            tr.write_line(f"problem: {problem}", red=True)
+        tr.write_line(f"Result directory: {self.result_dir}")
+
+
+class _deadline:
+    """Raise :class:`SampleTimeout` in the main thread after ``seconds``."""
+
+    def __init__(self, seconds: float | None, name: str) -> None:
+        self.seconds, self.name = seconds, name
+
+    def _fire(self, signum: int, frame: FrameType | None) -> None:
+        raise SampleTimeout(f"{self.name}: the sample ran past its timeout of {self.seconds:g} s")
+
+    def __enter__(self) -> None:
+        if self.seconds:
+            self.previous = signal.signal(signal.SIGALRM, self._fire)
+            signal.setitimer(signal.ITIMER_REAL, float(self.seconds))
+
+    def __exit__(self, *exc: object) -> None:
+        if self.seconds:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self.previous)

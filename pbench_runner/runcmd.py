@@ -1,0 +1,78 @@
+"""``pbench run``: pytest, with the pbench plugin on and benchmark discovery."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pbench_runner.config import project_settings, run_dir
+from pbench_runner.exitcodes import ExitCode
+
+#: discovery defaults, overridable in [tool.pbench] or pbench.toml
+DISCOVERY = {"files": "bench_*.py", "functions": "bench_*", "classes": "Bench*"}
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("run", help="run benchmark files like tests, tools around every sample")
+    p.add_argument("paths", nargs="*", help="files or directories (default: benchmarks/)")
+    p.add_argument("--run-dir", help="where the tool store and results live")
+    p.add_argument(
+        "-p",
+        dest="plugins",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="also load this pbench plugin module (repeatable)",
+    )
+    p.add_argument("--samples", type=int, default=3, help="samples per benchmark (default 3)")
+    p.add_argument("--warmup", type=int, default=0, help="unrecorded runs before the samples")
+    p.add_argument("--tool-group", default="default", help="tools to run around every sample")
+    p.add_argument("--config", default="", help="a name for this configuration")
+    p.add_argument("--sysinfo", default="default", help="default, all, none or item,item")
+    p.add_argument("--timeout", type=float, help="seconds a sample may take")
+    p.add_argument("--json", dest="json_path", help="also write the results to this file")
+
+
+def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
+    settings = project_settings()
+    found = {key: str(settings.get(key, default)) for key, default in DISCOVERY.items()}
+    argv = [
+        "--pbench-run",
+        f"--pbench-run-dir={run_dir(args.run_dir)}",
+        f"--pbench-samples={args.samples}",
+        f"--pbench-warmup={args.warmup}",
+        f"--pbench-tool-group={args.tool_group}",
+        f"--pbench-config={args.config}",
+        f"--pbench-sysinfo={args.sysinfo}",
+        "-o",
+        f"python_files={found['files']}",
+        "-o",
+        f"python_functions={found['functions']}",
+        "-o",
+        f"python_classes={found['classes']}",
+    ]
+    if args.timeout:
+        argv.append(f"--pbench-timeout={args.timeout}")
+    if args.json_path:
+        argv.append(f"--pbench-json={Path(args.json_path).absolute()}")
+    for plugin in args.plugins:
+        argv += ["-p", plugin, f"--pbench-plugin={plugin}"]
+    return [*argv, *extra, *(args.paths or ["benchmarks"])]
+
+
+def run(args: argparse.Namespace, extra: list[str]) -> int:
+    import pytest
+
+    if args.samples < 1:
+        print("pbench: error: --samples must be 1 or more", file=sys.stderr)
+        return ExitCode.USAGE_ERROR
+    status = int(pytest.main(pytest_args(args, extra)))
+    mapping: dict[int, int] = {
+        pytest.ExitCode.OK: ExitCode.OK,
+        pytest.ExitCode.TESTS_FAILED: ExitCode.BENCHMARK_FAILED,
+        pytest.ExitCode.INTERRUPTED: ExitCode.INTERRUPTED,
+        pytest.ExitCode.USAGE_ERROR: ExitCode.USAGE_ERROR,
+        pytest.ExitCode.NO_TESTS_COLLECTED: ExitCode.USAGE_ERROR,
+    }
+    return mapping.get(status, status)

@@ -1,0 +1,164 @@
+"""``pbench run``: benchmark files run like tests, with tools around every sample."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import textwrap
+from pathlib import Path
+
+from .conftest import HOST, latest_result
+
+BENCH = """
+import time
+import pytest
+
+VALUES = {1: 10.0, 2: 20.0, 3: 60.0}
+
+def bench_known(sample):
+    sample.record("score", VALUES[sample.number], unit="pts", higher_is_better=True)
+
+@pytest.mark.parametrize("size", [1, 2])
+def bench_param(sample, size, workload):
+    sample.record("size", size * workload)
+
+@pytest.mark.slowish
+def bench_marked(sample):
+    sample.run(["true"])
+
+@pytest.mark.pbench(samples=1, tools=False)
+def bench_no_tools(sample):
+    sample.record("x", 1)
+
+def bench_broken(sample):
+    sample.run("echo oops >&2; exit 3")
+
+@pytest.mark.pbench(timeout=0.5, samples=1)
+def bench_too_slow(sample):
+    time.sleep(10)
+
+def test_not_a_benchmark():
+    raise AssertionError("pbench run must not run tests")
+"""
+
+CONFTEST = """
+import pytest
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slowish: a custom marker")
+
+@pytest.fixture
+def workload():
+    return 100
+"""
+
+
+def write_suite(tmp_path: Path) -> Path:
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "bench_suite.py").write_text(textwrap.dedent(BENCH))
+    (suite / "conftest.py").write_text(textwrap.dedent(CONFTEST))
+    (suite / "test_plain.py").write_text("def test_ok():\n    assert True\n")
+    return suite
+
+
+def iteration(result: Path, prefix: str) -> dict:  # type: ignore[type-arg]
+    matches = [p for p in result.iterdir() if p.is_dir() and p.name.split("-", 1)[-1] == prefix]
+    assert len(matches) == 1, (prefix, sorted(p.name for p in result.iterdir()))
+    return json.loads((matches[0] / "result.json").read_text())  # type: ignore[no-any-return]
+
+
+def test_a_suite_runs_with_tools_statistics_and_failures(
+    pbench, run_dir: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    suite = write_suite(tmp_path)
+    pbench("register-tool", "--name=vmstat", "--", "--interval=1", check=True)
+    junit = tmp_path / "junit.xml"
+    out = tmp_path / "out.json"
+    proc = pbench(
+        "run",
+        str(suite),
+        "--samples=3",
+        "--sysinfo=none",
+        f"--json={out}",
+        "--",
+        f"--junitxml={junit}",
+    )
+    assert proc.returncode == 1, proc.stdout[-3000:]  # two benchmarks fail, the rest run
+    result = latest_result(run_dir)
+    assert result.name.startswith("pbench-run_")
+
+    known = iteration(result, "bench_known")
+    summary = known["metrics"]["score"]["summary"]
+    values = [10.0, 20.0, 60.0]
+    assert known["metrics"]["score"]["values"] == values
+    assert summary["mean"] == statistics.fmean(values)
+    assert summary["stddev"] == statistics.stdev(values)
+    assert summary["median"] == 20.0
+    assert summary["closest"] == 2  # 20 is nearest the mean of 30
+    assert known["metrics"]["score"]["unit"] == "pts"
+    assert known["metrics"]["score"]["higher_is_better"] is True
+    assert len(known["samples"]) == 3
+    for n in (1, 2, 3):
+        sample = result / known["name"] / f"sample{n}"
+        assert (sample / "tools-default" / HOST / "vmstat" / "vmstat-stdout.txt").exists()
+    assert (result / known["name"] / "reference-result").resolve().name.startswith("sample")
+
+    assert iteration(result, "bench_param_1")["metrics"]["size"]["values"] == [100.0] * 3
+    assert iteration(result, "bench_param_2")["metrics"]["size"]["values"] == [200.0] * 3
+
+    no_tools = iteration(result, "bench_no_tools")
+    assert len(no_tools["samples"]) == 1
+    assert not (result / no_tools["name"] / "sample1" / "tools-default").exists()
+
+    broken = iteration(result, "bench_broken")
+    assert broken["status"] == "failed"
+    assert "exited with status 3" in broken["samples"][0]["status"]
+    assert "oops" in broken["samples"][0]["status"]
+    # its tools were stopped and their data kept
+    assert (result / broken["name"] / "sample1" / "tools-default" / HOST / "vmstat").is_dir()
+
+    slow = iteration(result, "bench_too_slow")
+    assert "ran past its timeout of 0.5 s" in slow["samples"][0]["status"]
+
+    assert "pbench results" in proc.stdout
+    assert "test_not_a_benchmark" not in proc.stdout
+    assert "test_plain" not in proc.stdout
+    assert junit.exists() and "bench_known" in junit.read_text()
+    data = json.loads(out.read_text())
+    assert {it["nodeid"].split("::")[1] for it in data["iterations"]} >= {
+        "bench_known",
+        "bench_broken",
+    }
+
+
+def test_selection_with_k_and_markers(pbench, run_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    suite = write_suite(tmp_path)
+    proc = pbench("run", str(suite), "--samples=1", "--", "-k", "known or param")
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert "3 passed" in proc.stdout
+    proc = pbench("run", str(suite), "--samples=1", "--", "-m", "slowish")
+    assert proc.returncode == 0
+    assert "1 passed" in proc.stdout
+
+
+def test_plain_pytest_does_not_run_benchmarks(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    suite = write_suite(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", str(suite), "-q", "-p", "no:cacheprovider"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout
+    assert "1 passed" in proc.stdout  # only test_plain.py
+
+
+def test_no_benchmarks_is_a_usage_error(pbench, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "empty").mkdir()
+    proc = pbench("run", str(tmp_path / "empty"))
+    assert proc.returncode == 2
