@@ -23,6 +23,7 @@ def main() -> int:
         ["lifecycle.py", "--meisters", "1,8,32", "--rounds", "10" if args.quick else "30"],
         ["sink_ingest.py", "--size-mib", "256" if args.quick else "1024"],
         ["overhead.py", "--repeat", "2" if args.quick else "5"],
+        ["run_overhead.py", "--repeat", "1" if args.quick else "3"],
     ]
     status = 0
     for argv in runs:

@@ -16,9 +16,12 @@ from pbench_runner import procs
 
 from .conftest import HOST, latest_result, pbench_env
 
+#: an odd duration, so that a search of `ps` finds only this test's command
+SLEEPER = "59.917"
+
 
 def start_sleeping_benchmark(run_dir: Path, tmp_path: Path, *args: str) -> subprocess.Popen[str]:
-    """``pbench user-benchmark -- sleep 60`` in the background, to be interrupted."""
+    """``pbench user-benchmark -- sleep SLEEPER`` in the background, to be interrupted."""
     return subprocess.Popen(
         [
             sys.executable,
@@ -29,7 +32,7 @@ def start_sleeping_benchmark(run_dir: Path, tmp_path: Path, *args: str) -> subpr
             *args,
             "--",
             "sleep",
-            "60",
+            SLEEPER,
         ],
         cwd=tmp_path,
         env=pbench_env(run_dir),
@@ -190,7 +193,7 @@ def test_sigint_during_the_benchmark_keeps_partial_results_and_leaves_nothing(
     assert read_csv(vmstat / "vmstat.csv")
     assert not (result / "1-default" / "sample2").exists()
     assert (
-        "sleep 60"
+        f"sleep {SLEEPER}"
         not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     )
 
@@ -266,7 +269,7 @@ def test_a_controller_killed_with_sigkill_takes_every_part_with_it(
     # redis-server, the sink, the meister, vmstat and the benchmark all go too
     assert procs.wait_until(lambda: not procs.run_pids(run_id), 10), procs.run_pids(run_id)
     assert (
-        "sleep 60"
+        f"sleep {SLEEPER}"
         not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     )
 
@@ -275,11 +278,13 @@ def test_the_sample_ends_when_the_command_exits_and_its_leftovers_are_stopped(
     pbench, run_dir: Path
 ) -> None:  # type: ignore[no-untyped-def]
     pbench("register-tool", "--name=vmstat", "--", "--interval=1", check=True)
-    proc = pbench("user-benchmark", "--sysinfo=none", "--", "sh", "-c", "sleep 37 & echo started")
+    proc = pbench(
+        "user-benchmark", "--sysinfo=none", "--", "sh", "-c", "sleep 37.291 & echo started"
+    )
     assert proc.returncode == 0, proc.stderr
     res = json.loads((latest_result(run_dir) / "1-default" / "sample1" / "result.json").read_text())
     assert res["duration_s"] < 2
     assert (
-        "sleep 37"
+        "sleep 37.291"
         not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     )

@@ -1,0 +1,75 @@
+"""What ``pbench run`` adds around each sample of a no-op benchmark.
+
+Runs a suite of one empty benchmark with 1 and with --samples N samples, with
+the light tool set and with no tools; the per-sample overhead is the
+difference in wall time divided by N - 1.  Medians over --repeat runs.
+
+    python perf/run_overhead.py [--samples 21] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def timed(env: dict[str, str], cwd: Path, *args: str) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "pbench_runner", *args],
+        env=env,
+        cwd=cwd,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--samples", type=int, default=21)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="pbench-run-overhead-") as tmp:
+        base = Path(tmp)
+        (base / "bench_noop.py").write_text("def bench_noop(sample):\n    pass\n")
+        env = {**os.environ, "PBENCH_RUN_DIR": str(base / "run")}
+        row: dict[str, object] = {"benchmark": "run_overhead_per_sample", "samples": args.samples}
+        for label, group in (("no_tools", "empty"), ("light_tools", "light")):
+            if group == "light":
+                timed(env, base, "register-tool-set", "light", "--group=light")
+            per_sample = []
+            for _ in range(args.repeat):
+                one = timed(
+                    env,
+                    base,
+                    "run",
+                    "bench_noop.py",
+                    "--samples=1",
+                    "--sysinfo=none",
+                    f"--tool-group={group}",
+                )
+                many = timed(
+                    env,
+                    base,
+                    "run",
+                    "bench_noop.py",
+                    f"--samples={args.samples}",
+                    "--sysinfo=none",
+                    f"--tool-group={group}",
+                )
+                per_sample.append((many - one) / (args.samples - 1))
+            row[f"{label}_ms"] = round(statistics.median(per_sample) * 1e3, 2)
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
