@@ -9,7 +9,9 @@ the child gets SIGTERM.  Every wait has a deadline.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -64,23 +66,43 @@ def spawn(
     """Start ``argv`` in a new process group.
 
     With ``die_with_parent`` the child is sent SIGTERM when this process
-    (strictly: the thread that called ``spawn``) exits.
+    (strictly: the thread that called ``spawn``) exits.  util-linux's
+    ``setpriv --pdeathsig`` arranges that, which keeps Popen on its fast
+    path (no Python code between fork and exec: 0.3 ms, not 11 ms).
     """
+    common: dict[str, Any] = {
+        "stdin": stdin,
+        "stdout": stdout,
+        "stderr": stderr,
+        "env": dict(env) if env is not None else None,
+        "cwd": cwd,
+        "close_fds": True,
+    }
+    if not die_with_parent:
+        return subprocess.Popen(list(argv), start_new_session=True, **common)
+    setpriv = _setpriv()
+    if setpriv:
+        argv = [setpriv, "--pdeathsig", "TERM", "--", *argv]
+        return subprocess.Popen(list(argv), start_new_session=True, **common)
+    # No setpriv: prctl in the child.  Signals are held meanwhile, so that a
+    # Python handler never runs inside fork bookkeeping and gets swallowed.
     parent = os.getpid()
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
     try:
         return subprocess.Popen(
-            list(argv),
-            stdin=stdin,
-            stdout=stdout,
-            stderr=stderr,
-            env=dict(env) if env is not None else None,
-            cwd=cwd,
-            close_fds=True,
-            preexec_fn=lambda: _child_setup(die_with_parent, parent, mask),
+            list(argv), preexec_fn=lambda: _child_setup(True, parent, mask), **common
         )
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+@functools.cache
+def _setpriv() -> str | None:
+    path = shutil.which("setpriv")
+    if path is None:
+        return None
+    probe = subprocess.run([path, "--help"], capture_output=True, text=True, check=False)
+    return path if "--pdeathsig" in probe.stdout else None
 
 
 def pid_alive(pid: int) -> bool:

@@ -14,6 +14,7 @@ declare -A needs=(
     [sar]=sysstat
     [iostat]=sysstat
     [lsblk]=util-linux
+    [setpriv]=util-linux
     [ip]=iproute2
 )
 
