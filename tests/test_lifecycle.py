@@ -150,6 +150,8 @@ def test_a_meister_that_lost_redis_catches_up_on_the_missed_action(tmp_path: Pat
     with Controller(_group(HOST), tmp_path / "tm") as ctl:
         assert ctl.client is not None
         pid = ctl.pids[HOST]
+        # both the sink and the meister are subscribed before the meister is frozen
+        assert procs.wait_until(lambda: ctl.client.pubsub_numsub(ctl.keys.action)[0][1] == 2, 10)
         os.kill(pid, signal.SIGSTOP)
         try:
             # cut the meister's connections while it cannot notice
