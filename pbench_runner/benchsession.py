@@ -131,6 +131,9 @@ class BenchSession:
         (self.result_dir / "result.json").write_text(text)
         if self.json_path:
             Path(self.json_path).write_text(text)
+        marker = self.config.getoption("pbench_result_file")
+        if marker:
+            Path(marker).write_text(str(self.result_dir))
 
     # --- one benchmark ----------------------------------------------------------
 

@@ -173,6 +173,10 @@ def dispatch(args: argparse.Namespace, tail: list[str]) -> int:
         from pbench_runner.runcmd import run
 
         return run(args, tail)
+    if verb == "compare":
+        from pbench_runner.runcmd import compare_runs
+
+        return compare_runs(args)
     if verb == "user-benchmark":
         if not tail:
             raise UsageError("user-benchmark needs a command after --, e.g. -- sleep 1")

@@ -36,6 +36,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--pbench-timeout", type=float, default=None, help="per-sample timeout")
     group.addoption("--pbench-json", default=None, help="also write the results here")
     group.addoption("--pbench-plugin", action="append", default=[], help="pbench plugins")
+    group.addoption("--pbench-result-file", default=None, help="write the result dir's path here")
 
 
 def pytest_configure(config: pytest.Config) -> None:

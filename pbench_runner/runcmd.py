@@ -32,6 +32,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--sysinfo", default="default", help="default, all, none or item,item")
     p.add_argument("--timeout", type=float, help="seconds a sample may take")
     p.add_argument("--json", dest="json_path", help="also write the results to this file")
+    p.add_argument("--save", help="remember this run under a name (and as 'latest')")
+    p.add_argument("--compare", help="a baseline: result directory, saved name, or latest")
+    p.add_argument(
+        "--fail-on",
+        action="append",
+        default=[],
+        metavar="METRIC:±N%",
+        help="with --compare: exit 3 when METRIC changes past N %% (repeatable)",
+    )
+
+    c = sub.add_parser("compare", help="compare runs of `pbench run`, metric by metric")
+    c.add_argument("runs", nargs="+", help="result directories or saved names; first is the base")
+    c.add_argument("--run-dir", help="where saved runs live")
+    c.add_argument(
+        "--fail-on",
+        action="append",
+        default=[],
+        metavar="METRIC:±N%",
+        help="exit 3 when METRIC changes past N %% (repeatable)",
+    )
 
 
 def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
@@ -56,18 +76,42 @@ def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
         argv.append(f"--pbench-timeout={args.timeout}")
     if args.json_path:
         argv.append(f"--pbench-json={Path(args.json_path).absolute()}")
+    argv.append(f"--pbench-result-file={args.result_file}")
     for plugin in args.plugins:
         argv += ["-p", plugin, f"--pbench-plugin={plugin}"]
     return [*argv, *extra, *(args.paths or ["benchmarks"])]
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
+    import tempfile
+
     import pytest
+
+    from pbench_runner import compare
 
     if args.samples < 1:
         print("pbench: error: --samples must be 1 or more", file=sys.stderr)
         return ExitCode.USAGE_ERROR
-    status = int(pytest.main(pytest_args(args, extra)))
+    rdir = run_dir(args.run_dir)
+    baseline = compare.resolve(rdir, args.compare) if args.compare else None
+    for rule in args.fail_on:
+        compare.parse_rule(rule)  # refuse a bad rule before running anything
+    with tempfile.NamedTemporaryFile(prefix="pbench-run-", suffix=".txt") as marker:
+        args.result_file = marker.name
+        status = int(pytest.main(pytest_args(args, extra)))
+        result_dir = Path(Path(marker.name).read_text().strip() or ".")
+    if (result_dir / "result.json").exists():
+        if args.save:
+            compare.save(rdir, args.save, result_dir)
+        if baseline is not None:
+            found = compare.changes(compare.load(baseline), compare.load(result_dir))
+            print(f"\ncompared with {baseline}:")
+            print("\n".join(compare.table(found)))
+            failed = compare.regressions(found, args.fail_on)
+            for message in failed:
+                print(f"pbench: regression: {message}", file=sys.stderr)
+            if failed and status == 0:
+                return ExitCode.REGRESSION
     mapping: dict[int, int] = {
         pytest.ExitCode.OK: ExitCode.OK,
         pytest.ExitCode.TESTS_FAILED: ExitCode.BENCHMARK_FAILED,
@@ -76,3 +120,24 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         pytest.ExitCode.NO_TESTS_COLLECTED: ExitCode.USAGE_ERROR,
     }
     return mapping.get(status, status)
+
+
+def compare_runs(args: argparse.Namespace) -> int:
+    """``pbench compare BASE OTHER...``: a table per pair; exit 3 past a --fail-on rule."""
+    from pbench_runner import compare
+
+    rdir = run_dir(args.run_dir)
+    runs = [compare.resolve(rdir, ref) for ref in args.runs]
+    if len(runs) < 2:
+        print("pbench: error: compare needs two runs or more", file=sys.stderr)
+        return ExitCode.USAGE_ERROR
+    base = compare.load(runs[0])
+    status: int = ExitCode.OK
+    for other in runs[1:]:
+        found = compare.changes(base, compare.load(other))
+        print(f"{runs[0].name} -> {other.name}")
+        print("\n".join(compare.table(found)))
+        for message in compare.regressions(found, args.fail_on):
+            print(f"pbench: regression: {message}", file=sys.stderr)
+            status = ExitCode.REGRESSION
+    return status

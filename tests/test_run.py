@@ -162,3 +162,59 @@ def test_no_benchmarks_is_a_usage_error(pbench, tmp_path: Path) -> None:  # type
     (tmp_path / "empty").mkdir()
     proc = pbench("run", str(tmp_path / "empty"))
     assert proc.returncode == 2
+
+
+SCORED = """
+import os
+
+def bench_scored(sample):
+    sample.record("score", float(os.environ["BENCH_SCORE"]) + sample.number * 0.01,
+                  unit="pts", higher_is_better=True)
+"""
+
+
+def test_compare_and_fail_on_gate_a_regression(
+    pbench, run_dir: Path, tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    suite = tmp_path / "scored"
+    suite.mkdir()
+    (suite / "bench_scored.py").write_text(textwrap.dedent(SCORED))
+    monkeypatch.setenv("BENCH_SCORE", "100")
+    base = pbench("run", str(suite), "--samples=3", "--sysinfo=none", "--save=base")
+    assert base.returncode == 0, base.stdout[-2000:]
+    assert (run_dir / "saved" / "base" / "result.json").exists()
+
+    monkeypatch.setenv("BENCH_SCORE", "99")  # -1 %: inside the limit
+    ok = pbench(
+        "run", str(suite), "--samples=3", "--sysinfo=none", "--compare=base", "--fail-on=score:-5%"
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "compared with" in ok.stdout and "-1.0%" in ok.stdout
+
+    monkeypatch.setenv("BENCH_SCORE", "90")  # -10 %: a regression
+    bad = pbench(
+        "run",
+        str(suite),
+        "--samples=3",
+        "--sysinfo=none",
+        "--compare=base",
+        "--fail-on=score:-5%",
+        "--save=new",
+    )
+    assert bad.returncode == 3
+    assert "regression: " in bad.stderr
+    assert "bench_scored: score changed -10.0%" in bad.stderr
+    assert "past the limit of -5%" in bad.stderr
+
+    table = pbench("compare", "base", "new")
+    assert table.returncode == 0
+    assert "score" in table.stdout and "-10.0%" in table.stdout and "worse" in table.stdout
+    gated = pbench("compare", "base", "latest", "--fail-on=score:-5%")
+    assert gated.returncode == 3
+
+    bad_rule = pbench("run", str(suite), "--compare=base", "--fail-on=score-5")
+    assert bad_rule.returncode == 2
+    assert "bad --fail-on 'score-5'" in bad_rule.stderr
+    missing = pbench("compare", "nosuch", "base")
+    assert missing.returncode == 2
+    assert "no run 'nosuch'" in missing.stderr
