@@ -6,6 +6,13 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+HOST_MEASURES = (
+    ("cpu_busy_pct", "CPU busy %"),
+    ("mem_used_mib", "memory used MiB"),
+    ("disk_kib_s", "disk KiB/s"),
+    ("net_kib_s", "network KiB/s"),
+)
+
 
 def _fmt(value: float) -> str:
     if math.isnan(value):
@@ -36,4 +43,12 @@ def summary_lines(iterations: Iterable[dict[str, Any]]) -> list[str]:
                 f"min {_fmt(s['min'])}  max {_fmt(s['max'])}  n={s['n']}  "
                 f"({arrow}{outliers})"
             )
+        for host, measures in sorted(it.get("hosts", {}).items()):
+            parts = [
+                f"{label} {_fmt(measures[key]['mean'])} (peak {_fmt(measures[key]['peak'])})"
+                for key, label in HOST_MEASURES
+                if key in measures
+            ]
+            if parts:
+                lines.append(f"    host {host}: " + ", ".join(parts))
     return lines

@@ -27,6 +27,7 @@ from pbench_runner.bench import Sample, SampleHandle
 from pbench_runner.config import run_dir as resolve_run_dir
 from pbench_runner.controller import Controller
 from pbench_runner.errors import PbenchError
+from pbench_runner.hostsummary import combine, sample_hosts
 from pbench_runner.pytest_plugin import handle_of
 from pbench_runner.resultdir import RunMetadata, make_result_dir
 from pbench_runner.stats import summarize
@@ -246,6 +247,11 @@ class BenchSession:
             if entry["values"]:
                 entry["summary"] = summarize(entry["values"])
         iteration["metrics"] = series
+        iteration["hosts"] = combine(
+            sample_hosts(iteration_dir / f"sample{s['sample']}", str(s["tools"]))
+            for s in iteration["samples"]
+            if s.get("tools")
+        )
         if ok:
             closest = series["wall_s"]["summary"]["closest"]
             reference = ok[closest - 1]["sample"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import textwrap
 from pathlib import Path
@@ -218,3 +219,34 @@ def test_compare_and_fail_on_gate_a_regression(
     missing = pbench("compare", "nosuch", "base")
     assert missing.returncode == 2
     assert "no run 'nosuch'" in missing.stderr
+
+
+BUSY = """
+import time
+
+def bench_busy(sample):
+    end = time.perf_counter() + 3.2
+    n = 0
+    while time.perf_counter() < end:
+        n += 1
+    sample.record("loops", n)
+"""
+
+
+def test_each_benchmark_shows_what_every_host_did(pbench, run_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    suite = tmp_path / "busy"
+    suite.mkdir()
+    (suite / "bench_busy.py").write_text(textwrap.dedent(BUSY))
+    pbench("register-tool", "--name=sar", "--", "--interval=1", check=True)
+    pbench("register-tool", "--name=vmstat", "--", "--interval=1", check=True)
+    proc = pbench("run", str(suite), "--samples=1", "--sysinfo=none")
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    busy = iteration(latest_result(run_dir), "bench_busy")
+    host = busy["hosts"][HOST]
+    # one of this machine's cores spins: the host is clearly busy, never over 100 %
+    cpus = os.cpu_count() or 1
+    assert 60 / cpus < host["cpu_busy_pct"]["mean"] <= 100
+    assert host["cpu_busy_pct"]["peak"] >= host["cpu_busy_pct"]["mean"]
+    assert host["mem_used_mib"]["mean"] > 10
+    assert host["disk_kib_s"]["mean"] >= 0 and host["net_kib_s"]["mean"] >= 0
+    assert f"host {HOST}: CPU busy %" in proc.stdout

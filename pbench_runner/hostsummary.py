@@ -1,0 +1,120 @@
+"""What every host did during a benchmark, from the tool data of its samples.
+
+For each host: CPU busy % (mean and peak), memory used (MiB), disk and
+network throughput (KiB/s), from whichever tools ran: sar first, then
+vmstat / mpstat / iostat.  Loopback traffic is not counted.
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+Rows = list[dict[str, str]]
+
+
+def _rows(path: Path) -> Rows:
+    try:
+        with open(path, newline="") as fh:
+            return list(csv.DictReader(fh))
+    except (OSError, csv.Error):
+        return []
+
+
+def _num(row: dict[str, str], key: str) -> float | None:
+    try:
+        return float(row[key])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _per_time(
+    rows: Rows,
+    value: Callable[[dict[str, str]], float | None],
+    keep: Callable[[dict[str, str]], bool] = lambda r: True,
+) -> list[float]:
+    """Sum ``value`` over the rows of each timestamp (devices, interfaces)."""
+    sums: dict[str, float] = defaultdict(float)
+    for row in rows:
+        v = value(row)
+        if v is not None and keep(row):
+            sums[row.get("timestamp", "")] += v
+    return list(sums.values())
+
+
+def _stat(values: Sequence[float]) -> dict[str, float] | None:
+    return {"mean": statistics.fmean(values), "peak": max(values)} if values else None
+
+
+def host_activity(tool_dir: Path) -> dict[str, dict[str, float]]:
+    """The activity of one host in one sample, from ``tools-<group>/<host>/``."""
+    found: dict[str, dict[str, float] | None] = {}
+    sar = tool_dir / "sar"
+    cpu = _per_time(
+        _rows(sar / "sar-cpu.csv"),
+        lambda r: 100 - (_num(r, "%idle") or 0),
+        lambda r: r.get("CPU") in ("-1", "all"),
+    )
+    if not cpu:
+        cpu = _per_time(
+            _rows(tool_dir / "mpstat" / "mpstat.csv"),
+            lambda r: 100 - (_num(r, "%idle") or 0),
+            lambda r: r.get("CPU") == "all",
+        )
+    if not cpu:
+        cpu = [
+            100 - v
+            for r in _rows(tool_dir / "vmstat" / "vmstat.csv")
+            if (v := _num(r, "id")) is not None
+        ]
+    found["cpu_busy_pct"] = _stat(cpu)
+    mem = [
+        v / 1024 for r in _rows(sar / "sar-memory.csv") if (v := _num(r, "kbmemused")) is not None
+    ]
+    found["mem_used_mib"] = _stat(mem)
+
+    def disk_rate(r: dict[str, str]) -> float | None:
+        return (_num(r, "rkB/s") or 0) + (_num(r, "wkB/s") or 0)
+
+    disk = _per_time(_rows(sar / "sar-disk.csv"), disk_rate)
+    if not disk:
+        disk = _per_time(_rows(tool_dir / "iostat" / "iostat.csv"), disk_rate)
+    found["disk_kib_s"] = _stat(disk)
+    net = _per_time(
+        _rows(sar / "sar-network.csv"),
+        lambda r: (_num(r, "rxkB/s") or 0) + (_num(r, "txkB/s") or 0),
+        lambda r: r.get("IFACE") != "lo",
+    )
+    found["net_kib_s"] = _stat(net)
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def sample_hosts(sample_dir: Path, group: str) -> dict[str, dict[str, dict[str, float]]]:
+    """Every host's activity in one sample."""
+    base = sample_dir / f"tools-{group}"
+    if not base.is_dir():
+        return {}
+    return {host.name: host_activity(host) for host in sorted(base.iterdir()) if host.is_dir()}
+
+
+def combine(per_sample: Iterable[dict[str, dict[str, dict[str, float]]]]) -> dict[str, Any]:
+    """Per host and measure: the mean of the samples' means and the highest peak."""
+    gathered: dict[str, dict[str, list[dict[str, float]]]] = defaultdict(lambda: defaultdict(list))
+    for hosts in per_sample:
+        for host, measures in hosts.items():
+            for name, stat in measures.items():
+                gathered[host][name].append(stat)
+    return {
+        host: {
+            name: {
+                "mean": statistics.fmean(s["mean"] for s in stats),
+                "peak": max(s["peak"] for s in stats),
+            }
+            for name, stats in measures.items()
+        }
+        for host, measures in gathered.items()
+    }
