@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -96,10 +97,23 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     baseline = compare.resolve(rdir, args.compare) if args.compare else None
     for rule in args.fail_on:
         compare.parse_rule(rule)  # refuse a bad rule before running anything
-    with tempfile.NamedTemporaryFile(prefix="pbench-run-", suffix=".txt") as marker:
-        args.result_file = marker.name
-        status = int(pytest.main(pytest_args(args, extra)))
-        result_dir = Path(Path(marker.name).read_text().strip() or ".")
+    terminated = []
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        # pytest cleans up on KeyboardInterrupt: tools stopped, data sent, results written
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        with tempfile.NamedTemporaryFile(prefix="pbench-run-", suffix=".txt") as marker:
+            args.result_file = marker.name
+            status = int(pytest.main(pytest_args(args, extra)))
+            result_dir = Path(Path(marker.name).read_text().strip() or ".")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if terminated:
+        return ExitCode.TERMINATED
     if (result_dir / "result.json").exists():
         if args.save:
             compare.save(rdir, args.save, result_dir)

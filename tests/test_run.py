@@ -6,6 +6,7 @@ import json
 import os
 import statistics
 import textwrap
+import time
 from pathlib import Path
 
 from .conftest import HOST, latest_result
@@ -250,3 +251,43 @@ def test_each_benchmark_shows_what_every_host_did(pbench, run_dir: Path, tmp_pat
     assert host["mem_used_mib"]["mean"] > 10
     assert host["disk_kib_s"]["mean"] >= 0 and host["net_kib_s"]["mean"] >= 0
     assert f"host {HOST}: CPU busy %" in proc.stdout
+
+
+def test_sigterm_stops_the_run_cleanly_and_keeps_what_it_has(
+    run_dir: Path, tmp_path: Path, pbench
+) -> None:  # type: ignore[no-untyped-def]
+    import signal
+    import subprocess
+    import sys
+
+    from pbench_runner import procs
+
+    from .conftest import pbench_env
+
+    suite = tmp_path / "slow"
+    suite.mkdir()
+    (suite / "bench_slow.py").write_text(
+        "import time\n\ndef bench_slow(sample):\n    time.sleep(30)\n"
+    )
+    pbench("register-tool", "--name=vmstat", "--", "--interval=1", check=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pbench_runner", "run", str(suite), "--samples=3", "--sysinfo=none"],
+        cwd=tmp_path,
+        env=pbench_env(run_dir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert procs.wait_until(lambda: list(run_dir.glob("results/*/1-*/sample1")), 30)
+        time.sleep(1.5)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, out[-2000:]
+    result = latest_result(run_dir)
+    assert (result / "result.json").exists()
+    sample = next(result.glob("1-*/sample1"))
+    assert (sample / "tools-default" / HOST / "vmstat" / "vmstat-stdout.txt").exists()
