@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from pbench_runner.runcmd import add_parser as add_run_parser
 
-    add_run_parser(sub)
+    add_run_parser(sub, _common)
 
     p = sub.add_parser("user-benchmark", help="run a command with tools around every sample")
     _common(p)

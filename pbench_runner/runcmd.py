@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from pbench_runner.config import project_settings, run_dir
@@ -14,18 +15,14 @@ from pbench_runner.exitcodes import ExitCode
 DISCOVERY = {"files": "bench_*.py", "functions": "bench_*", "classes": "Bench*"}
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(
+    sub: argparse._SubParsersAction,  # type: ignore[type-arg]
+    common: Callable[[argparse.ArgumentParser], None],
+) -> None:
+    """Add ``run`` and ``compare``; ``common`` adds --run-dir and -p as for every verb."""
     p = sub.add_parser("run", help="run benchmark files like tests, tools around every sample")
     p.add_argument("paths", nargs="*", help="files or directories (default: benchmarks/)")
-    p.add_argument("--run-dir", help="where the tool store and results live")
-    p.add_argument(
-        "-p",
-        dest="plugins",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="also load this pbench plugin module (repeatable)",
-    )
+    common(p)
     p.add_argument("--samples", type=int, default=3, help="samples per benchmark (default 3)")
     p.add_argument("--warmup", type=int, default=0, help="unrecorded runs before the samples")
     p.add_argument("--tool-group", default="default", help="tools to run around every sample")

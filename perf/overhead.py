@@ -16,23 +16,10 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-
-def pbench(env: dict[str, str], *args: str) -> float:
-    t0 = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "pbench_runner", *args],
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    return time.perf_counter() - t0
+from _common import timed_pbench
 
 
 def main() -> None:
@@ -41,10 +28,10 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pbench-overhead-") as tmp:
         env = {**os.environ, "PBENCH_RUN_DIR": str(Path(tmp) / "run")}
-        pbench(env, "register-tool-set", "light")
+        timed_pbench(env, "register-tool-set", "light")
         for sysinfo in ("none", "default"):
             runs = [
-                pbench(env, "user-benchmark", f"--sysinfo={sysinfo}", "--", "sleep", "1")
+                timed_pbench(env, "user-benchmark", f"--sysinfo={sysinfo}", "--", "sleep", "1")
                 for _ in range(args.repeat)
             ]
             print(
@@ -71,11 +58,11 @@ def main() -> None:
         for n in range(args.repeat):
             sample = str(Path(tmp) / "r" / f"sample{n}")
             times["tool-meister-start"].append(
-                pbench(env, "tool-meister-start", f"--dir={Path(tmp) / 'r'}")
+                timed_pbench(env, "tool-meister-start", f"--dir={Path(tmp) / 'r'}")
             )
             for verb in ("start-tools", "stop-tools", "send-tools"):
-                times[verb].append(pbench(env, verb, f"--dir={sample}"))
-            times["tool-meister-stop"].append(pbench(env, "tool-meister-stop"))
+                times[verb].append(timed_pbench(env, verb, f"--dir={sample}"))
+            times["tool-meister-stop"].append(timed_pbench(env, "tool-meister-stop"))
         print(
             json.dumps(
                 {

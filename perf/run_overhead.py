@@ -13,24 +13,10 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-
-def timed(env: dict[str, str], cwd: Path, *args: str) -> float:
-    t0 = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "pbench_runner", *args],
-        env=env,
-        cwd=cwd,
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    return time.perf_counter() - t0
+from _common import timed_pbench
 
 
 def main() -> None:
@@ -45,26 +31,26 @@ def main() -> None:
         row: dict[str, object] = {"benchmark": "run_overhead_per_sample", "samples": args.samples}
         for label, group in (("no_tools", "empty"), ("light_tools", "light")):
             if group == "light":
-                timed(env, base, "register-tool-set", "light", "--group=light")
+                timed_pbench(env, "register-tool-set", "light", "--group=light", cwd=base)
             per_sample = []
             for _ in range(args.repeat):
-                one = timed(
+                one = timed_pbench(
                     env,
-                    base,
                     "run",
                     "bench_noop.py",
                     "--samples=1",
                     "--sysinfo=none",
                     f"--tool-group={group}",
+                    cwd=base,
                 )
-                many = timed(
+                many = timed_pbench(
                     env,
-                    base,
                     "run",
                     "bench_noop.py",
                     f"--samples={args.samples}",
                     "--sysinfo=none",
                     f"--tool-group={group}",
+                    cwd=base,
                 )
                 per_sample.append((many - one) / (args.samples - 1))
             row[f"{label}_ms"] = round(statistics.median(per_sample) * 1e3, 2)
