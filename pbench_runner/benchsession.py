@@ -26,7 +26,7 @@ import pytest
 from pbench_runner.bench import Sample, SampleHandle
 from pbench_runner.config import run_dir as resolve_run_dir
 from pbench_runner.controller import Controller
-from pbench_runner.errors import PbenchError
+from pbench_runner.errors import PbenchError, UsageError
 from pbench_runner.hostsummary import combine, sample_hosts
 from pbench_runner.pytest_plugin import handle_of
 from pbench_runner.resultdir import RunMetadata, make_result_dir
@@ -67,6 +67,8 @@ class BenchSession:
         self.json_path: str | None = opt("pbench_json")
         self.result_dir = Path()
         self.ctl: Controller | None = None
+        #: sessions of other tool groups, started when a benchmark's marker asks
+        self.others: dict[str, Controller | None] = {}
         self.group = ToolGroup(self.group_name)
         self.meta: RunMetadata | None = None
         self.iterations: list[dict[str, Any]] = []
@@ -119,6 +121,9 @@ class BenchSession:
             except PbenchError as exc:
                 self.problems.append(str(exc))
             self.problems.extend(self.ctl.stop())
+        for other in self.others.values():
+            if other is not None:
+                self.problems.extend(other.stop())
         self.meta.end = dt.datetime.now()
         self.meta.status = "ok" if exitstatus == 0 and not self.problems else "failed"
         self.meta.iterations = [
@@ -145,7 +150,8 @@ class BenchSession:
         samples = int(mk.get("samples") or self.samples)
         warmup = int(mk["warmup"]) if mk.get("warmup") is not None else self.warmup
         timeout = mk.get("timeout") or self.timeout
-        use_tools = bool(mk.get("tools", True)) and self.ctl is not None
+        ctl = self._controller(str(mk.get("tool_group") or self.group_name))
+        use_tools = bool(mk.get("tools", True)) and ctl is not None
         handle = handle_of(pyfuncitem) or SampleHandle()
         names = pyfuncitem._fixtureinfo.argnames
         kwargs = {name: pyfuncitem.funcargs[name] for name in names}
@@ -162,7 +168,7 @@ class BenchSession:
         failure: BaseException | None = None
         for w in range(1, warmup + 1):
             record, failure = self._sample(
-                pyfuncitem, handle, kwargs, iteration_dir / f"warmup{w}", w, False, timeout
+                pyfuncitem, handle, kwargs, iteration_dir / f"warmup{w}", w, None, timeout
             )
             if failure is not None:
                 break
@@ -170,7 +176,13 @@ class BenchSession:
             if failure is not None:
                 break
             record, failure = self._sample(
-                pyfuncitem, handle, kwargs, iteration_dir / f"sample{n}", n, use_tools, timeout
+                pyfuncitem,
+                handle,
+                kwargs,
+                iteration_dir / f"sample{n}",
+                n,
+                ctl if use_tools else None,
+                timeout,
             )
             iteration["samples"].append(record)
         iteration["status"] = "failed" if failure is not None else "ok"
@@ -186,18 +198,17 @@ class BenchSession:
         kwargs: dict[str, Any],
         directory: Path,
         number: int,
-        use_tools: bool,
+        ctl: Controller | None,
         timeout: float | None,
     ) -> tuple[dict[str, Any], BaseException | None]:
+        """One sample; with ``ctl``, wrapped in that session's start/stop/send."""
         directory.mkdir(parents=True, exist_ok=True)
         sample = Sample(number, directory)
         handle.current = sample
         failure: BaseException | None = None
-        group = self.group.name
         try:
-            if use_tools:
-                assert self.ctl is not None
-                self.ctl.run_action("start", directory)
+            if ctl is not None:
+                ctl.run_action("start", directory)
             began, cpu0 = time.perf_counter(), _cpu()
             try:
                 with _deadline(timeout, item.name):
@@ -209,11 +220,10 @@ class BenchSession:
             wall = cpu = float("nan")
         finally:
             handle.current = None
-            if use_tools:
-                assert self.ctl is not None
+            if ctl is not None:
                 for verb in ("stop", "send"):  # whatever happened: stop, and keep the data
                     try:
-                        self.ctl.run_action(verb, directory)
+                        ctl.run_action(verb, directory)
                     except PbenchError as exc:
                         self.problems.append(f"{item.nodeid} sample {number}: {exc}")
                         failure = failure or exc
@@ -225,10 +235,29 @@ class BenchSession:
             "units": {k: [m.unit, m.higher_is_better] for k, m in sample.metrics.items()},
             "commands": sample.commands,
             "status": "ok" if failure is None else f"failed: {type(failure).__name__}: {failure}",
-            "tools": group if use_tools else None,
+            "tools": ctl.group.name if ctl is not None else None,
         }
         (directory / "result.json").write_text(json.dumps(record, indent=2) + "\n")
         return record, failure
+
+    def _controller(self, group: str) -> Controller | None:
+        """The tool session of ``group``: the run's own, or one started on first use."""
+        if group == self.group_name:
+            return self.ctl
+        if group not in self.others:
+            tools = ToolStore(self.run_dir).load(group)
+            if tools.empty:
+                raise UsageError(
+                    f"the pbench marker asks for tool group {group!r}, which has no tools "
+                    f"registered (run dir {self.run_dir})"
+                )
+            self.others[group] = Controller(
+                tools,
+                self.result_dir / f"tm-{group}",
+                plugins=self.plugins,
+                result_dir=self.result_dir,
+            ).start()
+        return self.others[group]
 
     def _summarize(self, iteration: dict[str, Any], iteration_dir: Path) -> None:
         ok = [s for s in iteration["samples"] if s["status"] == "ok"]

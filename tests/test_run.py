@@ -291,3 +291,40 @@ def test_sigterm_stops_the_run_cleanly_and_keeps_what_it_has(
     assert (result / "result.json").exists()
     sample = next(result.glob("1-*/sample1"))
     assert (sample / "tools-default" / HOST / "vmstat" / "vmstat-stdout.txt").exists()
+
+
+GROUPS = """
+import pytest
+
+def bench_plain(sample):
+    sample.record("x", 1)
+
+@pytest.mark.pbench(tool_group="other", samples=2)
+def bench_other_group(sample):
+    sample.record("x", 2)
+
+@pytest.mark.pbench(tool_group="nosuch")
+def bench_missing_group(sample):
+    sample.record("x", 3)
+"""
+
+
+def test_a_marker_picks_the_tool_group_of_one_benchmark(
+    pbench, run_dir: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    suite = tmp_path / "groups"
+    suite.mkdir()
+    (suite / "bench_groups.py").write_text(textwrap.dedent(GROUPS))
+    pbench("register-tool", "--name=vmstat", "--group=other", "--", "--interval=1", check=True)
+    proc = pbench("run", str(suite), "--samples=1", "--sysinfo=none")
+    assert proc.returncode == 1  # the benchmark naming an empty group fails, the others run
+    assert "tool group 'nosuch', which has no tools registered" in proc.stdout
+    result = latest_result(run_dir)
+    plain = iteration(result, "bench_plain")
+    assert plain["samples"][0]["tools"] is None
+    other = iteration(result, "bench_other_group")
+    assert len(other["samples"]) == 2
+    for n in (1, 2):
+        vmstat = result / other["name"] / f"sample{n}" / "tools-other" / HOST / "vmstat"
+        assert (vmstat / "vmstat-stdout.txt").exists()
+    assert HOST in other["hosts"]
