@@ -89,10 +89,8 @@ class Agent:
                 return {"ok": True, "problems": self.terminate(request.get("sysinfo", "none"))}
             result = self.ctl.run_action(verb, request["directory"], request.get("args"))
             return {"ok": True, "result": json.loads(result.dumps())}
-        except InfrastructureError as exc:
-            return {"ok": False, "error": str(exc), "exit": int(ExitCode.INFRASTRUCTURE_ERROR)}
         except PbenchError as exc:
-            return {"ok": False, "error": str(exc), "exit": int(ExitCode.USAGE_ERROR)}
+            return {"ok": False, "error": str(exc), "exit": _exit_for(exc)}
 
     def terminate(self, sysinfo: str) -> list[str]:
         problems: list[str] = []

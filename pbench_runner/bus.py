@@ -30,14 +30,12 @@ import os
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-ActionName = Literal["start", "stop", "send", "sysinfo", "terminate"]
-ACTIONS: Final = ("start", "stop", "send", "sysinfo", "terminate")
 #: the name the sink uses where a host name is expected (ready, alive keys)
 SINK: Final = "__sink__"
 #: seconds a heartbeat key lives; participants refresh it every HEARTBEAT s

@@ -7,7 +7,6 @@ verbs that need them, so that a lifecycle verb stays fast.
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 from collections.abc import Sequence
@@ -219,10 +218,6 @@ def _check_sysinfo(selection: str, plugins: Sequence[str]) -> None:
     pm = get_plugin_manager(plugins)
     items = [item for batch in pm.hook.pbench_sysinfo_items() for item in batch or ()]
     select_items(items, selection)
-
-
-def print_json(data: object) -> None:
-    print(json.dumps(data, indent=2, sort_keys=True))
 
 
 if __name__ == "__main__":

@@ -106,7 +106,6 @@ class Controller:
             self.tm_dir,
             timeout=self.deadlines.startup,
             die_with_parent=self.die_with_parent,
-            env={bus.RUN_ID_ENV: self.run_id},
             run_id=self.run_id,
         )
         self.redis.start()
@@ -114,7 +113,6 @@ class Controller:
         self.pids["redis"] = self.redis.proc.pid
         self.password, self.redis_url = self.redis.password, self.redis.url
         self._spawned()
-        self.password, self.redis_url = self.redis.password, self.redis.url
         self.client = bus.connect(self.redis_url, self.password)
         token = secrets.token_urlsafe(24)
         deadlines = self.deadlines.as_dict()
@@ -227,7 +225,6 @@ class Controller:
             run_id=self.run_id,
             group=self.group.name,
             redis_url=self.redis_url,
-            password=self.password,
             hosts=self.hosts,
             tm_dir=str(self.tm_dir),
             result_dir=str(self.result_dir),

@@ -7,12 +7,10 @@ the run's ``tm/`` directory.
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -35,11 +33,9 @@ class RedisServer:
         bind: str = "127.0.0.1",
         timeout: float = 10.0,
         die_with_parent: bool = True,
-        env: Mapping[str, str] | None = None,
         run_id: str = "",
     ) -> None:
         self.tm_dir = tm_dir
-        self.env = env
         self.run_id = run_id
         self.bind = bind
         self.timeout = timeout
@@ -103,7 +99,6 @@ class RedisServer:
             self.proc = procs.spawn(
                 [binary, str(conf)],
                 die_with_parent=self.die_with_parent,
-                env={**os.environ, **(self.env or {})},
             )
             if self._wait_ready():
                 return self

@@ -32,23 +32,21 @@ def add_parser(
     p.add_argument("--json", dest="json_path", help="also write the results to this file")
     p.add_argument("--save", help="remember this run under a name (and as 'latest')")
     p.add_argument("--compare", help="a baseline: result directory, saved name, or latest")
+    _fail_on(p)
+
+    c = sub.add_parser("compare", help="compare runs of `pbench run`, metric by metric")
+    c.add_argument("runs", nargs="+", help="result directories or saved names; first is the base")
+    c.add_argument("--run-dir", help="where saved runs live")
+    _fail_on(c)
+
+
+def _fail_on(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--fail-on",
         action="append",
         default=[],
         metavar="METRIC:±N%",
-        help="with --compare: exit 3 when METRIC changes past N %% (repeatable)",
-    )
-
-    c = sub.add_parser("compare", help="compare runs of `pbench run`, metric by metric")
-    c.add_argument("runs", nargs="+", help="result directories or saved names; first is the base")
-    c.add_argument("--run-dir", help="where saved runs live")
-    c.add_argument(
-        "--fail-on",
-        action="append",
-        default=[],
-        metavar="METRIC:±N%",
-        help="exit 3 when METRIC changes past N %% (repeatable)",
+        help="exit 3 when METRIC changes past N %% against the baseline (repeatable)",
     )
 
 

@@ -1,8 +1,7 @@
 """A running tool meister session, saved so that later commands can reach it.
 
 ``pbench tool-meister-start`` starts a session agent (:mod:`pbench_runner.agent`)
-that writes ``<run-dir>/sessions/<run-id>.json`` (mode 0600: it holds the Redis
-password) and listens on ``<run-id>.sock`` beside it.  ``start-tools``,
+that writes ``<run-dir>/sessions/<run-id>.json`` (mode 0600) and listens on ``<run-id>.sock`` beside it.  ``start-tools``,
 ``stop-tools``, ``send-tools`` and ``tool-meister-stop`` send it requests
 through :func:`request`; ``kill`` uses the pids in the file.  This module is
 kept light: those commands import nothing else of weight.
@@ -25,7 +24,6 @@ class SessionInfo:
     run_id: str
     group: str
     redis_url: str
-    password: str
     hosts: list[str]
     tm_dir: str
     result_dir: str

@@ -79,13 +79,12 @@ def tool_meister_start(
     if "ready" not in answer:
         procs.kill_run(run_id)
         session.remove(rdir, run_id)
-        why = answer.get("error") or (
+        answer.setdefault(
+            "error",
             f"the session agent exited ({agent.poll()}) before it was ready; see "
-            f"{result_dir / 'tm' / 'agent.log'}"
+            f"{result_dir / 'tm' / 'agent.log'}",
         )
-        if answer.get("exit") == ExitCode.USAGE_ERROR:
-            raise UsageError(why)
-        raise InfrastructureError(why)
+        _check(answer)
     print(f"run id: {run_id}")
     print(f"result directory: {result_dir}")
     return ExitCode.OK
