@@ -94,16 +94,10 @@ class Agent:
 
     def terminate(self, sysinfo: str) -> list[str]:
         problems: list[str] = []
-        if sysinfo != "none":
-            try:
-                result = self.ctl.publish(
-                    "sysinfo", self.ctl.result_dir / "sysinfo" / "end", {"sysinfo": sysinfo}
-                )
-                problems.extend(
-                    f"sysinfo on host {h}: {'; '.join(e)}" for h, e in result.failures().items()
-                )
-            except PbenchError as exc:
-                problems.append(str(exc))  # stopping comes first
+        try:
+            problems.extend(self.ctl.collect_sysinfo("end", sysinfo))
+        except PbenchError as exc:
+            problems.append(str(exc))  # stopping comes first
         problems.extend(self.ctl.stop())
         return problems
 
@@ -160,14 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         with interruptible():
             agent.listen()
             ctl.start()
-            if args.sysinfo != "none":
-                result = ctl.publish(
-                    "sysinfo", args.dir / "sysinfo" / "beg", {"sysinfo": args.sysinfo}
-                )
-                for host, errs in result.failures().items():
-                    log.warning("sysinfo on host %s: %s", host, "; ".join(errs))
+            problems = ctl.collect_sysinfo("beg", args.sysinfo)
             agent.save()
-            _announce({"ready": ctl.run_id})
+            _announce({"ready": ctl.run_id, "problems": problems})
             _redirect_output(tm_dir / "agent.log")
             agent.serve()
     except Interrupted as exc:

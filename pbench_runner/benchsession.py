@@ -103,13 +103,8 @@ class BenchSession:
             pytest.exit(f"pbench: {exc}", returncode=4)
 
     def _sysinfo(self, when: str) -> None:
-        if self.ctl is None or self.sysinfo == "none":
-            return
-        result = self.ctl.publish(
-            "sysinfo", self.result_dir / "sysinfo" / when, {"sysinfo": self.sysinfo}
-        )
-        for host, errors in result.failures().items():
-            self.problems.append(f"sysinfo ({when}) on host {host}: {'; '.join(errors)}")
+        if self.ctl is not None:
+            self.problems.extend(self.ctl.collect_sysinfo(when, self.sysinfo))
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:

@@ -85,6 +85,8 @@ def tool_meister_start(
             f"{result_dir / 'tm' / 'agent.log'}",
         )
         _check(answer)
+    for problem in answer.get("problems", []):
+        print(f"pbench: {problem}", file=sys.stderr)
     print(f"run id: {run_id}")
     print(f"result directory: {result_dir}")
     return ExitCode.OK

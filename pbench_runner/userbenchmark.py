@@ -190,11 +190,7 @@ class UserBenchmark:
         if self.opts.sysinfo == "none":
             return
         self.say(f"collecting sysinfo ({when})")
-        result = ctl.publish(
-            "sysinfo", self.result_dir / "sysinfo" / when, {"sysinfo": self.opts.sysinfo}
-        )
-        for host, errors in result.failures().items():
-            self.problems.append(f"sysinfo ({when}) on host {host}: {'; '.join(errors)}")
+        self.problems.extend(ctl.collect_sysinfo(when, self.opts.sysinfo))
 
     def _samples(self, ctl: Controller | None) -> None:
         iteration = self.result_dir / ITERATION
