@@ -28,6 +28,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
@@ -205,3 +207,24 @@ def mark_ready(
     pipe.hset(keys.ready, name, payload)
     pipe.publish(keys.ready, payload)
     pipe.execute()
+
+
+def wait_for_redis(
+    client: redis.Redis, seconds: float, stop: threading.Event | None = None
+) -> bool:
+    """Ping until Redis answers (True), or ``seconds`` pass or ``stop`` is set (False).
+
+    For a meister or the sink that lost its connection; the pause between
+    tries grows from 0.05 s to 1 s.
+    """
+    stop = stop or threading.Event()
+    deadline = time.monotonic() + seconds
+    delay = 0.05
+    while time.monotonic() < deadline and not stop.is_set():
+        try:
+            client.ping()
+            return True
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            stop.wait(delay)
+            delay = min(delay * 2, 1.0)
+    return False

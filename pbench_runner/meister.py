@@ -169,23 +169,11 @@ class ToolMeister:
                         return
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
                 log.warning("lost Redis (%s); reconnecting for up to %g s", exc, reconnect)
-                if not self._reconnect(reconnect):
+                if not bus.wait_for_redis(self.client, reconnect):
                     log.error("Redis did not come back within %g s; stopping tools", reconnect)
                     return
             finally:
                 pubsub.close()
-
-    def _reconnect(self, deadline_s: float) -> bool:
-        deadline = time.monotonic() + deadline_s
-        delay = 0.05
-        while time.monotonic() < deadline:
-            try:
-                self.client.ping()
-                return True
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
-        return False
 
     def _maybe_handle(self, data: bytes | str | None) -> bool:
         """Handle a new action; True when the meister should exit."""

@@ -139,7 +139,7 @@ class ToolDataSink:
                     self._maybe_finish()
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
                 log.warning("lost Redis (%s); reconnecting for up to %g s", exc, reconnect)
-                if not self._wait_for_redis(reconnect):
+                if not bus.wait_for_redis(self.client, reconnect, self.stopping):
                     log.error("Redis did not come back; the sink exits")
                     return
             finally:
@@ -151,17 +151,6 @@ class ToolDataSink:
         if self.tracker is not None:
             for raw in self.client.hvals(self.keys.reports(self.tracker.action.id)):
                 self.tracker.add(bus.Report.loads(raw))
-
-    def _wait_for_redis(self, seconds: float) -> bool:
-        """True once Redis answers again; False after ``seconds`` or when told to stop."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline and not self.stopping.is_set():
-            try:
-                self.client.ping()
-                return True
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-                self.stopping.wait(0.1)
-        return False
 
     def _on_action(self, data: bytes | str | None) -> None:
         if data is None:
