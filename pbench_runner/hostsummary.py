@@ -106,8 +106,9 @@ def combine(per_sample: Iterable[dict[str, dict[str, dict[str, float]]]]) -> dic
     gathered: dict[str, dict[str, list[dict[str, float]]]] = defaultdict(lambda: defaultdict(list))
     for hosts in per_sample:
         for host, measures in hosts.items():
+            per_host = gathered[host]  # a host stays listed even when its tools said nothing
             for name, stat in measures.items():
-                gathered[host][name].append(stat)
+                per_host[name].append(stat)
     return {
         host: {
             name: {
