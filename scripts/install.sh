@@ -16,6 +16,8 @@ declare -A needs=(
     [lsblk]=util-linux
     [setpriv]=util-linux
     [ip]=iproute2
+    [ssh-keygen]=openssh-client
+    [/usr/sbin/sshd]=openssh-server
 )
 
 missing=()
@@ -31,8 +33,8 @@ if ((${#missing[@]})); then
         sudo="sudo"
     fi
     export DEBIAN_FRONTEND=noninteractive
-    $sudo apt-get update -qq
-    $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    $sudo apt-get -o DPkg::Lock::Timeout=600 update -qq
+    $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 python="${PYTHON:-python3}"
