@@ -31,11 +31,14 @@ class Deadlines:
 
     #: tool-meister-start: Redis, the sink and every meister ready
     startup: float = 30.0
+    #: SSH: a remote host answers and authenticates
+    connect: float = 10.0
     #: start, stop, sysinfo and terminate actions
     action: float = 60.0
     #: send: includes tarring and uploading every host's data
     send: float = 600.0
-    #: how long a meister or the sink waits for a lost Redis to come back
+    #: how long a meister or the sink waits for a lost Redis (a remote meister:
+    #: for its controller's SSH connection) to come back
     reconnect: float = 30.0
     #: tool-meister-stop: processes to exit after terminate
     shutdown: float = 5.0

@@ -16,11 +16,11 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
-from pbench_runner import bus, procs
+from pbench_runner import __version__, bus, procs
 from pbench_runner.config import Deadlines
 from pbench_runner.errors import (
     ActionError,
@@ -30,8 +30,12 @@ from pbench_runner.errors import (
     UsageError,
 )
 from pbench_runner.redisserver import RedisServer
+from pbench_runner.remote.options import ON_HOST_FAILURE, RemoteOptions
 from pbench_runner.session import SessionInfo
 from pbench_runner.toolstore import ToolGroup, is_local
+
+if TYPE_CHECKING:
+    from pbench_runner.remote.hosts import RemoteHosts
 
 ACTION_VERBS = {
     "start": "start-tools",
@@ -57,6 +61,8 @@ class Controller:
         result_dir: Path | None = None,
         on_spawn: Callable[[SessionInfo], object] | None = None,
         run_id: str | None = None,
+        remote: RemoteOptions | None = None,
+        on_host_failure: str = "abort",
     ) -> None:
         """``on_spawn`` is called with the session as it grows (after Redis and
         each process start), so that a crash mid-start can still be cleaned up."""
@@ -78,21 +84,27 @@ class Controller:
         self.redis_url = ""
         self._pubsub: Any = None
         self._stopped = False
+        if on_host_failure not in ON_HOST_FAILURE:
+            raise UsageError(f"--on-host-failure={on_host_failure}: choose abort or continue")
+        self.remote_options = remote or RemoteOptions()
+        self.on_host_failure = on_host_failure
+        self.remotes: RemoteHosts | None = None
+        #: host -> the directories (samples) for which its data is missing
+        self.missing: dict[str, list[str]] = {}
 
     @property
     def hosts(self) -> list[str]:
         return sorted(h for h, ht in self.group.hosts.items() if ht.tools)
 
+    @property
+    def remote_hosts(self) -> list[str]:
+        """Hosts whose meister runs elsewhere, started over SSH."""
+        return [h for h in self.hosts if not (is_local(h) or h in self.local_hosts)]
+
     # --- set up ---------------------------------------------------------------
 
     def start(self) -> Controller:
         """Redis, then the sink and every meister; returns when all are ready."""
-        for host in self.hosts:
-            if not (is_local(host) or host in self.local_hosts):
-                raise UsageError(
-                    f"host {host} is remote; remote tool meisters (over SSH) are not "
-                    "available in this version: register tools on the local host"
-                )
         self.tm_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._start()
@@ -102,8 +114,19 @@ class Controller:
         return self
 
     def _start(self) -> None:
+        address = ""  # the controller's address for remote meisters in direct mode
+        if self.remote_hosts:
+            from pbench_runner.remote.hosts import RemoteHosts
+
+            self.remotes = RemoteHosts(
+                self.remote_hosts, self.remote_options, self.run_id, self.tm_dir, self.deadlines
+            )
+            self.remotes.connect()
+            if self.remote_options.mode == "direct":
+                address = self.remotes.controller_address()
         self.redis = RedisServer(
             self.tm_dir,
+            extra_binds=[address] if address else [],
             timeout=self.deadlines.startup,
             die_with_parent=self.die_with_parent,
             run_id=self.run_id,
@@ -114,6 +137,7 @@ class Controller:
         self.password, self.redis_url = self.redis.password, self.redis.url
         self._spawned()
         self.client = bus.connect(self.redis_url, self.password)
+        urls = self._remote_urls()
         token = secrets.token_urlsafe(24)
         deadlines = self.deadlines.as_dict()
         pipe = self.client.pipeline(transaction=False)
@@ -124,7 +148,7 @@ class Controller:
                     "run_id": self.run_id,
                     "hosts": self.hosts,
                     "token": token,
-                    "bind": "127.0.0.1",
+                    "bind": address or "127.0.0.1",
                     "deadlines": deadlines,
                     "plugins": self.plugins,
                 }
@@ -143,7 +167,10 @@ class Controller:
                         "deadlines": deadlines,
                         "plugins": self.plugins,
                         # a local meister keeps unsent data in the run's tm/ directory
-                        "workdir": str(self.tm_dir),
+                        "workdir": self.remotes.workdir(host)
+                        if host in urls and self.remotes
+                        else str(self.tm_dir),
+                        "sink_url": urls[host][1] if host in urls else "",
                     }
                 ),
             )
@@ -153,15 +180,42 @@ class Controller:
         try:
             self._spawn("tds", [sys.executable, "-m", "pbench_runner.sink"])
             meister = [sys.executable, "-m", "pbench_runner.meister"]
-            if len(self.hosts) == 1:
-                self._spawn(self.hosts[0], [*meister, "--host", self.hosts[0]])
-            else:
+            local = [h for h in self.hosts if h not in urls]
+            if len(local) == 1:
+                self._spawn(local[0], [*meister, "--host", local[0]])
+            elif local:
                 # One process imports everything once and forks a meister per host.
-                hosts = [arg for host in self.hosts for arg in ("--host", host)]
+                hosts = [arg for host in local for arg in ("--host", host)]
                 self._spawn("meisters", [*meister, *hosts, "--log-dir", str(self.tm_dir)])
+            if self.remotes is not None:
+                self.remotes.start_meisters({h: u[0] for h, u in urls.items()}, self.password)
+                self._spawned()
             self._wait_ready(ready)
         finally:
             ready.close()
+
+    def _remote_urls(self) -> dict[str, tuple[str, str]]:
+        """Remote host -> the Redis URL and sink URL its meister uses."""
+        if self.remotes is None:
+            return {}
+        if self.remote_options.mode == "tunnel":
+            redis_port = self.redis.port if self.redis else 0
+            self.remotes.expose(redis=lambda: ("127.0.0.1", redis_port), sink=self._sink_address)
+        assert self.redis is not None
+        direct = (
+            f"redis://{self.remotes.controller_address()}:{self.redis.port}/0"
+            if (self.remote_options.mode == "direct")
+            else ""
+        )
+        return {h: self.remotes.urls(h, direct) for h in self.remote_hosts}
+
+    def _sink_address(self) -> tuple[str, int]:
+        assert self.client is not None
+        raw = self.client.hget(self.keys.ready, bus.SINK)
+        if raw is None:
+            raise LookupError("the Tool Data Sink has not reported its address yet")
+        host, _, port = json.loads(raw)["info"]["url"].rpartition("//")[2].partition(":")
+        return host, int(port)
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         env = {**os.environ, bus.PASSWORD_ENV: self.password, bus.RUN_ID_ENV: self.run_id}
@@ -192,6 +246,13 @@ class Controller:
                 entry = json.loads(raw)
                 seen[entry["name"]] = entry
             failed = {n: e["errors"] for n, e in seen.items() if not e["ok"]}
+            for name, entry in seen.items():
+                theirs = entry["info"].get("version", __version__)
+                if theirs != __version__:
+                    failed[name] = [
+                        f"its tool meister is version {theirs}, the controller {__version__}; "
+                        "install the same version on both, or let the controller ship its own"
+                    ]
             if failed:
                 raise ActionError("tool-meister-start", failed)
             waiting = [n for n in names if n not in seen]
@@ -202,6 +263,15 @@ class Controller:
                 self._spawned()
                 return
             for name in waiting:
+                if self.remotes is not None and name in self.remotes.hosts:
+                    status = self.remotes.exited(name)
+                    if status is not None:
+                        raise StartupError(
+                            f"host {name}: the remote tool meister exited with status {status} "
+                            f"before it was ready; {self.remotes.log_path(name)} ends with:\n"
+                            f"{procs.tail(self.remotes.log_path(name))}"
+                        )
+                    continue
                 proc = self.procs.get(names[name]) or self.procs["meisters"]
                 if proc.poll() is not None:
                     log = self.tm_dir / ("tds.log" if name == bus.SINK else f"tm-{name}.log")
@@ -230,6 +300,7 @@ class Controller:
             result_dir=str(self.result_dir),
             deadlines=self.deadlines.as_dict(),
             pids=self.pids,
+            remotes=self.remotes.describe() if self.remotes is not None else {},
         )
 
     # --- actions ------------------------------------------------------------------
@@ -339,11 +410,32 @@ class Controller:
     def run_action(
         self, name: str, directory: Path | str, args: Mapping[str, Any] | None = None
     ) -> bus.Result:
-        """Like :meth:`publish`, but raise :class:`ActionError` unless every host succeeded."""
+        """Like :meth:`publish`, but raise :class:`ActionError` unless every host succeeded.
+
+        A host that is gone (no heartbeat) is recorded in :attr:`missing` for
+        ``directory``; with ``on_host_failure="continue"`` the run goes on
+        without it as long as one host is left and no other host failed.
+        """
         result = self.publish(name, directory, args)
-        if not result.ok:
-            raise ActionError(ACTION_VERBS.get(name, name), result.failures())
-        return result
+        if result.ok:
+            return result
+        failures = result.failures()
+        lost = self._lost(failures)
+        for host in lost:
+            dirs = self.missing.setdefault(host, [])
+            if str(directory) not in dirs:
+                dirs.append(str(directory))
+        others = {h: e for h, e in failures.items() if h not in lost}
+        if self.on_host_failure == "continue" and not others and len(lost) < len(self.hosts):
+            return result
+        raise ActionError(ACTION_VERBS.get(name, name), failures)
+
+    def _lost(self, failures: Mapping[str, Sequence[str]]) -> list[str]:
+        """The failing hosts whose meister is gone (its heartbeat stopped)."""
+        assert self.client is not None
+        hosts = sorted(failures)
+        beats = self.client.mget([self.keys.alive(h) for h in hosts]) if hosts else []
+        return [h for h, beat in zip(hosts, beats) if beat is None]
 
     # --- tear down -------------------------------------------------------------------
 
@@ -363,6 +455,8 @@ class Controller:
             except (InfrastructureError, redis.exceptions.RedisError) as exc:
                 problems.append(str(exc))
         self._wait_exit()
+        if self.remotes is not None:
+            problems.extend(self.remotes.close())
         if self.redis is not None:
             self.redis.stop()
         leftovers = procs.kill_run(self.run_id, timeout=2.0)

@@ -10,6 +10,7 @@
     │   ├── ProgramMissing          a tool's program is not installed on a host
     │   ├── RedisError              redis-server would not start or answer
     │   ├── StartupError            the sink or a meister did not come up
+    │   │   └── RemoteHostError     a remote host could not be reached or prepared
     │   ├── ActionError             start/stop/send failed on one or more hosts
     │   └── DeadlineExceeded        a wait ran out; names who did not answer
     ├── TransferError               tool data could not be delivered to the sink
@@ -61,6 +62,14 @@ class RedisError(InfrastructureError):
 
 class StartupError(InfrastructureError):
     """The Tool Data Sink or a Tool Meister did not report ready."""
+
+
+class RemoteHostError(StartupError):
+    """One remote host failed a step (SSH, Python, the bundle); names the host and why."""
+
+    def __init__(self, host: str, reason: str) -> None:
+        self.host, self.reason = host, reason
+        super().__init__(f"host {host}: {reason}")
 
 
 class ActionError(InfrastructureError):

@@ -322,6 +322,8 @@ class ToolMeister:
         return {"bytes": size, "md5": md5}
 
     def _sink_url(self) -> str:
+        if self.config.get("sink_url"):  # a remote host reaches the sink through its tunnel
+            return str(self.config["sink_url"])
         raw = self.client.hget(self.keys.ready, bus.SINK)
         if raw is None:
             raise StartupError(f"host {self.host}: the Tool Data Sink has not reported its address")

@@ -225,9 +225,9 @@ def run_pids(run_id: str, env_name: str = "PBENCH_RUN_ID") -> list[int]:
     ]
 
 
-def kill_run(run_id: str, timeout: float = 5.0) -> list[int]:
+def kill_run(run_id: str, timeout: float = 5.0, env_name: str = "PBENCH_RUN_ID") -> list[int]:
     """SIGTERM, then SIGKILL, every process of run ``run_id``; returns their pids."""
-    pids = run_pids(run_id)
+    pids = run_pids(run_id, env_name)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)

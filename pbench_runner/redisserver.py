@@ -11,6 +11,7 @@ import secrets
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -31,6 +32,7 @@ class RedisServer:
         tm_dir: Path,
         *,
         bind: str = "127.0.0.1",
+        extra_binds: Sequence[str] = (),
         timeout: float = 10.0,
         die_with_parent: bool = True,
         run_id: str = "",
@@ -38,6 +40,8 @@ class RedisServer:
         self.tm_dir = tm_dir
         self.run_id = run_id
         self.bind = bind
+        #: more addresses to listen on (remote meisters in direct mode)
+        self.extra_binds = [a for a in extra_binds if a != bind]
         self.timeout = timeout
         self.die_with_parent = die_with_parent
         self.password = secrets.token_urlsafe(24)
@@ -62,7 +66,7 @@ class RedisServer:
         conf.write_text(
             "\n".join(
                 [
-                    f"bind {self.bind}",
+                    f"bind {' '.join([self.bind, *self.extra_binds])}",
                     f"port {self.port}",
                     "protected-mode yes",
                     "daemonize no",

@@ -32,6 +32,8 @@ class SessionInfo:
     created: float = field(default_factory=time.time)
     #: the session agent's Unix socket
     socket: str = ""
+    #: remote hosts: how to reach them again (``pbench kill``)
+    remotes: dict[str, Any] = field(default_factory=dict)
 
 
 def sessions_dir(run_dir: Path) -> Path:
