@@ -35,6 +35,7 @@ from pbench_runner.controller import Controller
 from pbench_runner.errors import InfrastructureError, Interrupted, PbenchError
 from pbench_runner.exitcodes import ExitCode
 from pbench_runner.interrupts import interruptible
+from pbench_runner.remote.options import RemoteOptions
 from pbench_runner.toolstore import ToolStore
 
 log = logging.getLogger("pbench.agent")
@@ -131,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sysinfo", default="none")
     parser.add_argument("--deadlines", required=True, help="JSON of Deadlines")
     parser.add_argument("-p", dest="plugins", action="append", default=[])
+    parser.add_argument("--remote", default="{}", help="JSON of RemoteOptions")
+    parser.add_argument("--on-host-failure", default="abort")
     args = parser.parse_args(argv)
     tm_dir = args.dir / "tm"
     tm_dir.mkdir(parents=True, exist_ok=True)
@@ -147,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         plugins=args.plugins,
         result_dir=args.dir,
         run_id=args.run_id,
+        remote=RemoteOptions.from_dict(json.loads(args.remote)),
+        on_host_failure=args.on_host_failure,
     )
     agent = Agent(args.run_dir, ctl)
     ctl.on_spawn = agent.save  # on disk from the first process on, for `pbench kill`

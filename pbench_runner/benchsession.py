@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from pbench_runner.bench import Sample, SampleHandle
+from pbench_runner.config import load_remote
 from pbench_runner.config import run_dir as resolve_run_dir
 from pbench_runner.controller import Controller
 from pbench_runner.errors import PbenchError, UsageError
@@ -94,6 +95,7 @@ class BenchSession:
                     self.result_dir / "tm",
                     plugins=self.plugins,
                     result_dir=self.result_dir,
+                    remote=load_remote(),
                 ).start()
                 self.meta.run_id = self.ctl.run_id
                 self._sysinfo("beg")
@@ -251,6 +253,7 @@ class BenchSession:
                 self.result_dir / f"tm-{group}",
                 plugins=self.plugins,
                 result_dir=self.result_dir,
+                remote=load_remote(),
             ).start()
         return self.others[group]
 

@@ -10,6 +10,7 @@ import argparse
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from pbench_runner import __version__
 from pbench_runner.config import Deadlines, load_deadlines, run_dir
@@ -42,6 +43,48 @@ def _deadline_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start-timeout", type=float, help="seconds for every part to be ready")
     p.add_argument("--action-timeout", type=float, help="seconds for start/stop per host")
     p.add_argument("--send-timeout", type=float, help="seconds for send (tar + upload) per host")
+
+
+def _remote_opts(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("remote hosts (also [remote] in pbench.toml)")
+    g.add_argument("--ssh-config", help="OpenSSH client config (default ~/.ssh/config)")
+    g.add_argument("--known-hosts", help="known hosts file (default: from the ssh config)")
+    g.add_argument(
+        "--accept-new-host-keys",
+        action="store_true",
+        default=None,
+        help="record the key of a host not yet in known_hosts (a changed key is refused)",
+    )
+    g.add_argument(
+        "--remote-mode",
+        dest="mode",
+        choices=("tunnel", "direct"),
+        help="tunnel (default): Redis and the sink over SSH; direct: plain TCP to them",
+    )
+    g.add_argument(
+        "--controller-address", dest="address", help="direct mode: the address hosts reach"
+    )
+    g.add_argument("--remote-dir", help="bundle cache and run directories on the hosts")
+    g.add_argument(
+        "--on-host-failure",
+        choices=("abort", "continue"),
+        default="abort",
+        help="when a host is lost mid-run: stop the run (default) or go on without it",
+    )
+
+
+def remote_options(args: argparse.Namespace) -> Any:
+    """The RemoteOptions of a command line (with pbench.toml's [remote] underneath)."""
+    from pbench_runner.config import load_remote
+
+    return load_remote(
+        ssh_config=args.ssh_config,
+        known_hosts=args.known_hosts,
+        accept_new_host_keys=args.accept_new_host_keys,
+        mode=args.mode,
+        address=args.address,
+        remote_dir=args.remote_dir,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group", default="default")
     p.add_argument("--sysinfo", default="none", help="default, all, none or item,item")
     p.add_argument("--dir", help="result directory for sysinfo and logs (default: a new one)")
+    _remote_opts(p)
 
     for verb, what in (("start-tools", "start"), ("stop-tools", "stop"), ("send-tools", "send")):
         p = sub.add_parser(verb, help=f"{what} the tools of a group for a directory")
@@ -116,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tool-group", default="default")
     p.add_argument("--samples", type=int, default=1)
     p.add_argument("--sysinfo", default="default", help="default, all, none or item,item")
+    _remote_opts(p)
     return parser
 
 
@@ -192,6 +237,8 @@ def dispatch(args: argparse.Namespace, tail: list[str]) -> int:
             sysinfo=args.sysinfo,
             plugins=args.plugins,
             deadlines=_deadlines(args),
+            remote=remote_options(args),
+            on_host_failure=args.on_host_failure,
         )
         if args.sysinfo not in ("default", "all", "none"):
             _check_sysinfo(args.sysinfo, args.plugins)

@@ -12,9 +12,12 @@ import os
 import sys
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pbench_runner.errors import UsageError
+
+if TYPE_CHECKING:
+    from pbench_runner.remote.options import RemoteOptions
 
 RUN_DIR_ENV = "PBENCH_RUN_DIR"
 
@@ -95,6 +98,17 @@ def load_deadlines(settings: dict[str, Any] | None = None) -> Deadlines:
             raise UsageError(f"deadline {name!r} must be a positive number of seconds")
         values[name] = float(value)
     return Deadlines(**values)
+
+
+def load_remote(settings: dict[str, Any] | None = None, **overrides: Any) -> RemoteOptions:
+    """``[remote]`` of the project settings, then the command line's choices (not None)."""
+    from pbench_runner.remote.options import RemoteOptions
+
+    table = (settings if settings is not None else project_settings()).get("remote", {})
+    if not isinstance(table, dict):
+        raise UsageError('[remote] in pbench.toml must be a table, e.g. mode = "tunnel"')
+    values = {**table, **{k: v for k, v in overrides.items() if v is not None}}
+    return RemoteOptions.from_dict(values)
 
 
 def toolsets(run: Path, settings: dict[str, Any] | None = None) -> dict[str, Any]:

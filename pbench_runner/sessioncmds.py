@@ -29,6 +29,7 @@ def tool_meister_start(
     import sys as _sys
 
     from pbench_runner.bus import RUN_ID_ENV, new_run_id
+    from pbench_runner.cli import remote_options
     from pbench_runner.resultdir import make_result_dir
     from pbench_runner.toolstore import ToolStore
 
@@ -57,6 +58,10 @@ def tool_meister_start(
         args.sysinfo,
         "--deadlines",
         json.dumps(deadlines.as_dict()),
+        "--remote",
+        json.dumps(remote_options(args).to_dict()),
+        "--on-host-failure",
+        args.on_host_failure,
     ]
     for plugin in args.plugins:
         argv += ["-p", plugin]
@@ -148,8 +153,14 @@ def kill(rdir: Path, args: argparse.Namespace, tail: list[str], _: Deadlines) ->
     if not run_ids:
         print(f"no tool meister sessions in {rdir}", file=sys.stderr)
         return ExitCode.OK
+    remotes = {s.run_id: s.remotes for s in sessions if s.remotes}
     for run_id in run_ids:
+        if run_id in remotes:  # first, while the session's own SSH connections may hang
+            from pbench_runner.remote.hosts import kill_run as kill_remote
+
+            for line in kill_remote(run_id, remotes[run_id]):
+                print(f"run {run_id}: {line}")
         pids = procs.kill_run(run_id)
-        session.remove(rdir, run_id)
         print(f"run {run_id}: stopped {len(pids)} process(es)" + (f": {pids}" if pids else ""))
+        session.remove(rdir, run_id)
     return ExitCode.OK

@@ -27,6 +27,7 @@ from pbench_runner.errors import InfrastructureError, Interrupted, PbenchError, 
 from pbench_runner.exitcodes import ExitCode
 from pbench_runner.interrupts import interruptible
 from pbench_runner.pluginmanager import get_plugin_manager, notify
+from pbench_runner.remote.options import RemoteOptions
 from pbench_runner.resultdir import RunMetadata, make_result_dir
 from pbench_runner.toolstore import ToolGroup, ToolStore
 
@@ -44,6 +45,8 @@ class Options:
     sysinfo: str = "default"
     plugins: Sequence[str] = ()
     deadlines: Deadlines = field(default_factory=Deadlines)
+    remote: RemoteOptions | None = None
+    on_host_failure: str = "abort"
 
 
 def run_command(command: Sequence[str], sample_dir: Path, echo: IO[str]) -> dict[str, Any]:
@@ -115,6 +118,7 @@ class UserBenchmark:
         self.problems: list[str] = []
         self.exit_status = 0
         self.pm = get_plugin_manager(opts.plugins)
+        self.ctl: Controller | None = None
 
     def notify(self, hook: str, **kwargs: Any) -> None:
         # A broken observer is reported, but it is not the run's failure.
@@ -157,6 +161,8 @@ class UserBenchmark:
             if self.meta.status == "running":
                 self.meta.status = "failed" if self.problems else "ok"
             self.meta.extra["problems"] = self.problems
+            if self.ctl is not None and self.ctl.missing:
+                self.meta.extra["missing_data"] = self._missing(self.ctl.missing)
             self.meta.write(self.result_dir)
         if code == ExitCode.OK and self.problems:
             code = ExitCode.INFRASTRUCTURE_ERROR
@@ -167,6 +173,23 @@ class UserBenchmark:
         print(f"Result directory: {self.result_dir}", file=self.out, flush=True)
         return final
 
+    def _missing(self, missing: dict[str, list[str]]) -> dict[str, list[str]]:
+        """Host -> the samples (relative to the result) whose data it never sent."""
+        named = {
+            host: sorted(
+                str(Path(d).relative_to(self.result_dir))
+                if Path(d).is_relative_to(self.result_dir)
+                else d
+                for d in dirs
+            )
+            for host, dirs in missing.items()
+        }
+        for host, dirs in named.items():
+            self.problems.append(
+                f"host {host} was lost: its tool data is missing for {', '.join(dirs)}"
+            )
+        return named
+
     def _with_tools(self) -> None:
         hosts = sorted(self.group.hosts)
         self.say(f"starting tool meisters for group {self.group.name!r} on {', '.join(hosts)}")
@@ -176,7 +199,10 @@ class UserBenchmark:
             deadlines=self.opts.deadlines,
             plugins=self.opts.plugins,
             result_dir=self.result_dir,
+            remote=self.opts.remote,
+            on_host_failure=self.opts.on_host_failure,
         )
+        self.ctl = ctl
         with ctl:
             self.meta.run_id = ctl.run_id
             self.meta.write(self.result_dir)

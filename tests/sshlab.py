@@ -177,7 +177,9 @@ class SSHLab:
             stderr=subprocess.STDOUT,
         )
         if not procs.wait_until(lambda: _port_open(host.address, 22), 10):
-            raise RuntimeError(f"sshd for {host.name} did not start: {procs.tail(host.home / 'sshd.log')}")
+            raise RuntimeError(
+                f"sshd for {host.name} did not start: {procs.tail(host.home / 'sshd.log')}"
+            )
 
     def verify(self) -> None:
         """Every namespace exists and routes only to the lab's subnet; else no test runs."""
@@ -222,6 +224,12 @@ class SSHLab:
         """The processes of run ``run_id`` on host ``name`` (inside its namespace)."""
         inside = {int(p) for p in ip("netns", "pids", self.hosts[name].netns).split()}
         return [p for p in procs.run_pids(run_id, RUN_ENV) if p in inside]
+
+    def leftovers(self, name: str) -> dict[int, str]:
+        """Every process inside host ``name`` but its sshd listener and SSH sessions."""
+        inside = [int(p) for p in ip("netns", "pids", self.hosts[name].netns).split()]
+        found = {p: procs.cmdline(p) for p in inside if procs.pid_alive(p)}
+        return {p: c for p, c in found.items() if c and not c.startswith(("sshd", SSHD))}
 
     def cut(self, name: str) -> None:
         ip("link", "set", self.hosts[name].veth, "down")
@@ -276,4 +284,3 @@ def lab_or_skip() -> None:
 
 def wait_gone(lab: SSHLab, run_id: str, timeout: float) -> bool:
     return procs.wait_until(lambda: not any(lab.pids(n, run_id) for n in lab.hosts), timeout, 0.1)
-

@@ -311,14 +311,21 @@ class RemoteHosts:
         return problems
 
     def _close_one(self, host: RemoteHost) -> str:
+        """A meister that exited cleanly has cleaned up; anything else is cleaned up here."""
         problem = ""
         chan = host.channel
         try:
-            if chan is not None and not chan.status_event.wait(self.deadlines.shutdown):
-                command = kill_command(self.opts, host.base, self.bundle.name, self.run_id)
-                _status, out, _ = run(host, command, self.deadlines.shutdown)
-                killed = json.loads(out or "{}").get("killed", [])
-                problem = f"host {host.name}: killed {len(killed)} process(es) that did not exit"
+            if chan is not None:
+                exited = chan.status_event.wait(self.deadlines.shutdown)
+                status = chan.recv_exit_status() if exited else None
+                if status != 0:
+                    command = kill_command(self.opts, host.base, self.bundle.name, self.run_id)
+                    _, out, _ = run(host, command, self.deadlines.shutdown)
+                    killed = json.loads(out or "{}").get("killed", [])
+                    if killed:
+                        problem = (
+                            f"host {host.name}: killed {len(killed)} process(es) that did not exit"
+                        )
         except (RemoteHostError, ValueError) as exc:
             problem = f"host {host.name}: could not clean up: {exc}"
         finally:

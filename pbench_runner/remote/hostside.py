@@ -89,10 +89,21 @@ def serve(args: argparse.Namespace) -> int:
     from pbench_runner import bus
     from pbench_runner.meister import serve_host
 
+    # The end of the SSH session is seen by the watchdog, which stops the meister
+    # in order; a hangup must not kill it before it has cleaned up.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     password = sys.stdin.buffer.readline().strip().decode()
     os.environ[bus.PASSWORD_ENV] = password
     base = Path(args.base)
     run_dir(base, args.run_id).mkdir(parents=True, exist_ok=True)
+    log.info(
+        "tool meister for host %s from bundle %s, %s %s (isolated=%d)",
+        args.host,
+        Path(__file__).resolve().parents[2],
+        sys.executable,
+        sys.version.split()[0],
+        sys.flags.isolated,
+    )
     Watchdog(args.lost_after, _stop_self(base, args.run_id)).start()
     try:
         return serve_host(args.redis, args.run_id, args.host)

@@ -1,0 +1,273 @@
+"""Remote hosts over SSH, on real separate hosts (network namespaces with real sshd).
+
+See tests/sshlab.py for the lab.  Every remote meister here runs from the
+shipped bundle under the system's ``python3 -I``, which has none of the
+project's dependencies, so these tests also prove the bundle is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pbench_runner import procs
+from pbench_runner.config import Deadlines
+from pbench_runner.controller import Controller
+from pbench_runner.errors import ActionError, StartupError
+from pbench_runner.remote.ssh import open_connection
+from pbench_runner.remote.tunnel import Tunnel
+from pbench_runner.session import all_sessions
+from pbench_runner.toolstore import HostTools, ToolGroup, local_hostname
+from tests.conftest import latest_result
+from tests.sshlab import SSHLab, _keygen, lab_or_skip
+
+HOST = local_hostname()
+REMOTES = ("nodeA", "nodeB")
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHLab]:
+    lab_or_skip()
+    with SSHLab(tmp_path_factory.mktemp("lab"), list(REMOTES)) as built:
+        yield built
+
+
+def _group(*hosts: str) -> ToolGroup:
+    return ToolGroup("default", {h: HostTools(tools={"vmstat": {"interval": 1}}) for h in hosts})
+
+
+def _nothing_left(
+    lab: SSHLab, timeout: float, hosts: tuple[str, ...] = REMOTES
+) -> dict[str, dict[int, str]]:
+    procs.wait_until(lambda: not any(lab.leftovers(h) for h in hosts), timeout, 0.1)
+    return {h: lab.leftovers(h) for h in hosts if lab.leftovers(h)}
+
+
+def _runs_left(lab: SSHLab) -> list[Path]:
+    return [
+        p
+        for h in REMOTES
+        if (lab.remote_dir(h) / "runs").is_dir()
+        for p in (lab.remote_dir(h) / "runs").iterdir()
+    ]
+
+
+def test_user_benchmark_across_the_controller_and_two_remote_hosts(  # type: ignore[no-untyped-def]
+    lab: SSHLab, pbench, run_dir: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "pbench.toml").write_text(lab.toml())
+    pbench("register-tool-set", "light", "--interval=1", check=True)
+    pbench("register-tool-set", "light", "--interval=1", "--remotes=nodeA,nodeB", check=True)
+    pbench("user-benchmark", "--sysinfo=none", "--", "sleep", "2", check=True, timeout=120)
+    result = latest_result(run_dir)
+    for host in (HOST, *REMOTES):
+        csv = result / "1-default" / "sample1" / "tools-default" / host / "vmstat" / "vmstat.csv"
+        rows = csv.read_text().splitlines()
+        assert rows[0].startswith("timestamp") and len(rows) >= 2, (host, rows)
+    for host in REMOTES:
+        log = (result / "tm" / f"tm-{host}.log").read_text()
+        bundles = lab.remote_dir(host) / "bundles"
+        assert f"from bundle {bundles}/" in log and "isolated=1" in log, log
+        assert list(bundles.glob("*/__main__.py")), "the bundle stays cached on the host"
+    assert not _runs_left(lab), "every per-run directory is removed"
+    assert not _nothing_left(lab, 5)
+
+
+def test_a_second_session_uses_the_cached_bundle_and_direct_mode_works(
+    lab: SSHLab, tmp_path: Path
+) -> None:
+    sample = tmp_path / "s1"
+    opts = lab.options(mode="direct")
+    with Controller(_group(HOST, *REMOTES), tmp_path / "tm", remote=opts) as ctl:
+        assert ctl.remotes is not None
+        assert not any(h.copied for h in ctl.remotes.hosts.values())
+        assert f"bind 127.0.0.1 {lab.gateway}" in (tmp_path / "tm" / "redis.conf").read_text()
+        for verb in ("start", "stop", "send"):
+            assert ctl.run_action(verb, sample).ok
+    for host in (HOST, *REMOTES):
+        assert (sample / "tools-default" / host / "vmstat" / "vmstat.csv").stat().st_size > 0
+    assert not _nothing_left(lab, 5)
+
+
+def test_an_unreachable_host_fails_start_fast_naming_it_and_leaves_nothing(
+    lab: SSHLab, tmp_path: Path
+) -> None:
+    lab.cut("nodeB")
+    try:
+        began = time.monotonic()
+        with pytest.raises(StartupError) as info:
+            Controller(
+                _group(HOST, *REMOTES),
+                tmp_path / "tm",
+                remote=lab.options(),
+                deadlines=Deadlines(connect=2.0, startup=20.0),
+            ).start()
+        took = time.monotonic() - began
+    finally:
+        lab.restore("nodeB")
+    message = str(info.value)
+    assert "host nodeB:" in message and "within 2 s" in message, message
+    assert "nodeA" not in message
+    assert took < 6, took
+    assert not _nothing_left(lab, 3)
+    assert not _runs_left(lab)
+
+
+def test_a_host_cut_off_mid_run_is_reported_and_the_others_go_on(
+    lab: SSHLab, tmp_path: Path
+) -> None:
+    s1, s2 = tmp_path / "s1", tmp_path / "s2"
+    deadlines = Deadlines(reconnect=4.0, action=20.0, send=30.0)
+    with Controller(
+        _group(HOST, *REMOTES),
+        tmp_path / "tm",
+        remote=lab.options(),
+        deadlines=deadlines,
+        on_host_failure="continue",
+    ) as ctl:
+        ctl.run_action("start", s1)
+        lab.cut("nodeB")
+        try:
+            began = time.monotonic()
+            stop = ctl.run_action("stop", s1)
+            assert time.monotonic() - began < 6, "reported within the heartbeat deadline"
+            assert list(stop.failures()) == ["nodeB"], stop.failures()
+            send = ctl.run_action("send", s1)
+            assert list(send.failures()) == ["nodeB"]
+            for verb in ("start", "stop", "send"):  # the run goes on without it
+                ctl.run_action(verb, s2)
+            # left alone, the cut-off meister stops its tools and exits by itself
+            time.sleep(deadlines.reconnect + 1)
+        finally:
+            lab.restore("nodeB")
+        assert ctl.missing == {"nodeB": [str(s1), str(s2)]}
+        left = _nothing_left(lab, 15, ("nodeB",))
+        assert not left, left
+        assert not (lab.remote_dir("nodeB") / "runs" / ctl.run_id).exists()
+        ctl.stop()
+    for sample in (s1, s2):
+        for host in (HOST, "nodeA"):
+            assert (sample / "tools-default" / host / "vmstat" / "vmstat.csv").exists()
+        assert not (sample / "tools-default" / "nodeB").exists()
+    assert not _runs_left(lab)
+
+
+def test_a_remote_meister_killed_with_sigkill_is_detected(lab: SSHLab, tmp_path: Path) -> None:
+    with Controller(_group(HOST, *REMOTES), tmp_path / "tm", remote=lab.options()) as ctl:
+        ctl.run_action("start", tmp_path / "s1")
+        meister = [p for p, cmd in lab.leftovers("nodeA").items() if " serve " in cmd]
+        assert len(meister) == 1, lab.leftovers("nodeA")
+        os.kill(meister[0], signal.SIGKILL)
+        began = time.monotonic()
+        with pytest.raises(ActionError) as info:
+            ctl.run_action("stop", tmp_path / "s1")
+        assert time.monotonic() - began < 6
+        assert "host nodeA" in str(info.value) and "nodeB" not in str(info.value)
+    assert ctl.missing == {"nodeA": [str(tmp_path / "s1")]}
+    assert not _nothing_left(lab, 5)
+    assert not _runs_left(lab), "the controller cleans up after a meister that could not"
+
+
+def _session_start(lab: SSHLab, pbench, tmp_path: Path, reconnect: float) -> tuple[str, int]:  # type: ignore[no-untyped-def]
+    (tmp_path / "pbench.toml").write_text(lab.toml(reconnect=reconnect))
+    pbench("register-tool-set", "light", "--interval=1", "--remotes=nodeA,nodeB", check=True)
+    pbench("tool-meister-start", check=True, timeout=60)
+    pbench("start-tools", f"--dir={tmp_path / 's1'}", check=True)
+    (info,) = all_sessions(Path(os.environ["PBENCH_RUN_DIR"]))
+    assert all(" serve " in " ".join(lab.leftovers(h).values()) for h in REMOTES)
+    return info.run_id, info.pids["agent"]
+
+
+def test_remote_meisters_exit_by_themselves_when_the_controller_is_killed(  # type: ignore[no-untyped-def]
+    lab: SSHLab, pbench, run_dir: Path, tmp_path: Path
+) -> None:
+    _, agent = _session_start(lab, pbench, tmp_path, reconnect=5)
+    os.kill(agent, signal.SIGKILL)
+    left = _nothing_left(lab, 5 + 3)
+    assert not left, left
+    assert not _runs_left(lab)
+    pbench("kill", check=True)  # forget the session file; nothing is left to stop
+
+
+def test_pbench_kill_reaches_the_remote_hosts_of_a_hung_session(  # type: ignore[no-untyped-def]
+    lab: SSHLab, pbench, run_dir: Path, tmp_path: Path
+) -> None:
+    _, agent = _session_start(lab, pbench, tmp_path, reconnect=60)
+    os.kill(agent, signal.SIGSTOP)  # a hung controller: its connections stay open
+    try:
+        out = pbench("kill", check=True, timeout=60).stdout
+    finally:
+        os.kill(agent, signal.SIGKILL)
+        os.kill(agent, signal.SIGCONT)
+    for host in REMOTES:
+        line = next(ln for ln in out.splitlines() if f"host {host}:" in ln)
+        assert "stopped" in line and "stopped 0 " not in line, out
+    assert not _nothing_left(lab, 3)
+    assert not _runs_left(lab)
+
+
+def test_a_wrong_host_key_is_refused(lab: SSHLab, tmp_path: Path) -> None:
+    other = tmp_path / "other_key"
+    _keygen(other)
+    known = tmp_path / "known_hosts"
+    pub = Path(f"{other}.pub").read_text().split()
+    known.write_text(f"{lab.hosts['nodeA'].address} {pub[0]} {pub[1]}\n")
+    with pytest.raises(StartupError) as info:
+        Controller(
+            _group("nodeA"), tmp_path / "tm", remote=lab.options(known_hosts=str(known))
+        ).start()
+    assert "host nodeA: its host key (ssh-ed25519) differs from the one recorded" in str(info.value)
+    assert not _nothing_left(lab, 2)
+
+
+def test_an_unknown_host_key_is_refused_unless_new_keys_are_accepted(
+    lab: SSHLab, tmp_path: Path
+) -> None:
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    opts = lab.options(known_hosts=str(known))
+    with pytest.raises(StartupError, match="--accept-new-host-keys"):
+        open_connection_or_fail = Controller(_group("nodeA"), tmp_path / "tm", remote=opts)
+        open_connection_or_fail.start()
+    client = open_connection(
+        "nodeA", lab.options(known_hosts=str(known), accept_new_host_keys=True), 5
+    )
+    client.close()
+    assert lab.hosts["nodeA"].address in known.read_text()
+    client = open_connection("nodeA", opts, 5)  # now known
+    client.close()
+
+
+def test_forward_to_reaches_a_port_on_the_remote_host(lab: SSHLab) -> None:
+    client = open_connection("nodeB", lab.options(), 5)
+    tunnel = Tunnel("nodeB", client.get_transport())  # type: ignore[arg-type]
+    try:
+        port = tunnel.forward_to(22, lab.hosts["nodeB"].address)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            assert sock.recv(64).startswith(b"SSH-2.0-OpenSSH")
+    finally:
+        tunnel.close()
+        client.close()
+
+
+def test_the_lab_keeps_test_traffic_inside(lab: SSHLab) -> None:
+    lab.verify()
+    for host in lab.hosts.values():
+        out = subprocess.run(
+            ["ip", "-n", host.netns, "route", "get", "192.0.2.1"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert out.returncode != 0, f"{host.netns} can reach outside the lab: {out.stdout}"
+    assert json.dumps(lab.options().to_dict())
