@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 
@@ -247,7 +248,7 @@ class SSHLab:
                     os.kill(int(pid), signal.SIGKILL)
             if host.sshd is not None:
                 procs.stop(host.sshd, timeout=2)
-            procs.wait_until(lambda: not ip("netns", "pids", host.netns, check=False).split(), 3)
+            procs.wait_until(partial(_empty, host.netns), 3)
             ip("netns", "del", host.netns, check=False)
             ip("link", "del", host.veth, check=False)
         ip("link", "del", self.bridge, check=False)
@@ -259,6 +260,10 @@ class SSHLab:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _empty(netns: str) -> bool:
+    return not ip("netns", "pids", netns, check=False).split()
 
 
 def _keygen(path: Path) -> None:

@@ -174,7 +174,7 @@ class RemoteHosts:
                 client=client,
                 base=str(probe["base"]),
                 python=list(probe["python"]),
-                address=str(transport.sock.getsockname()[0]),  # type: ignore[union-attr]
+                address=str(transport.sock.getsockname()[0]),
                 copied=not probe["cached"],
                 tunnel=Tunnel(name, transport),
             )
@@ -288,7 +288,7 @@ class RemoteHosts:
         chan = self.hosts[name].channel
         if chan is None or not chan.exit_status_ready():
             return None
-        return chan.recv_exit_status()
+        return int(chan.recv_exit_status())
 
     def describe(self) -> dict[str, Any]:
         """What ``pbench kill`` needs to reach these hosts later."""

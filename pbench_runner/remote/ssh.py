@@ -65,7 +65,7 @@ def resolve(alias: str, opts: RemoteOptions) -> Target:
     )
 
 
-class _AcceptNew(paramiko.MissingHostKeyPolicy):
+class _AcceptNew(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]
     """Record the key of a host seen for the first time (OpenSSH's ``accept-new``)."""
 
     _lock = threading.Lock()
