@@ -123,6 +123,7 @@ class Controller:
                 {
                     "run_id": self.run_id,
                     "hosts": self.hosts,
+                    "tools": {h: self.group.hosts[h].tools for h in self.hosts},
                     "token": token,
                     "bind": "127.0.0.1",
                     "deadlines": deadlines,
