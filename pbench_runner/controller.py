@@ -147,6 +147,7 @@ class Controller:
                 {
                     "run_id": self.run_id,
                     "hosts": self.hosts,
+                    "tools": {h: self.group.hosts[h].tools for h in self.hosts},
                     "token": token,
                     "bind": address or "127.0.0.1",
                     "deadlines": deadlines,

@@ -34,8 +34,9 @@ import redis
 from cherrypy._cpwsgi_server import CPWSGIServer
 
 from pbench_runner import bus, procs
+from pbench_runner.collectors import Collectors
 from pbench_runner.heartbeat import Heartbeat
-from pbench_runner.pluginmanager import get_plugin_manager, notify
+from pbench_runner.pluginmanager import get_plugin_manager, notify, tool_registry
 from pbench_runner.sinkhttp import DataAPI, Upload, json_error_page
 
 log = logging.getLogger("pbench.sink")
@@ -52,6 +53,10 @@ class Tracker:
     deadline: float
     reports: dict[str, bus.Report] = field(default_factory=dict)
     lost: dict[str, str] = field(default_factory=dict)
+    #: the sink's own errors (its collectors), by host or ``bus.SINK``
+    sink_errors: dict[str, list[str]] = field(default_factory=dict)
+    #: a start action's collectors have been started
+    collecting: bool = False
 
     def add(self, report: bus.Report) -> None:
         if report.host in self.expected:
@@ -65,6 +70,8 @@ class Tracker:
         hosts = {host: list(rep.errors) for host, rep in self.reports.items()}
         for host, why in self.lost.items():
             hosts[host] = [why]
+        for host, errs in self.sink_errors.items():
+            hosts.setdefault(host, []).extend(errs)
         missing = self.outstanding() if timed_out else []
         info = {host: rep.info for host, rep in self.reports.items()}
         ok = not missing and all(not errs for errs in hosts.values())
@@ -90,6 +97,7 @@ class ToolDataSink:
         self.config: dict[str, Any] = json.loads(raw)
         self.hosts = frozenset(self.config["hosts"])
         self.pm = get_plugin_manager(self.config.get("plugins", ()))
+        self.collectors = Collectors(tool_registry(self.pm), self.config.get("tools", {}))
         self.tracker: Tracker | None = None
         self.last_seq = 0
         #: reports that arrived before the sink saw their action
@@ -168,6 +176,13 @@ class ToolDataSink:
             )
         timeout = float(action.args.get("timeout", 60.0))
         self.tracker = Tracker(action, self.hosts, time.monotonic() + timeout)
+        if action.action == "stop":
+            # The hosts stop their persistent tools only once this key says
+            # that recording is over, so the last records are not lost.
+            self.tracker.sink_errors.update(self.collectors.stop(action.directory))
+            self.client.set(self.keys.collected(action.id), "1", ex=3600)
+        elif action.action == "terminate":
+            self.tracker.sink_errors.update(self.collectors.stop_all())
         for report in self.early.pop(action.id, []):
             self.tracker.add(report)
         if action.action in ("send", "sysinfo"):
@@ -213,9 +228,15 @@ class ToolDataSink:
 
     def _finish(self, timed_out: bool, reason: str = "") -> None:
         assert self.tracker is not None
+        action = self.tracker.action
+        if action.action == "start" and not self.tracker.collecting:
+            # Every host that answered has its tools up: now record them.
+            self.tracker.collecting = True
+            self.tracker.sink_errors.update(
+                self.collectors.start(action.directory, action.group, self.tracker.reports)
+            )
         result = self.tracker.result(timed_out)
         result.reason = reason
-        action = self.tracker.action
         payload = result.dumps()
         pipe = self.client.pipeline(transaction=False)
         pipe.set(self.keys.result(action.id), payload, ex=24 * 3600)
@@ -307,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
             log.info("listening on %s", url)
             sink.serve()
     finally:
+        for who, errs in sink.collectors.stop_all().items():
+            log.error("%s: %s", who, "; ".join(errs))
         cherrypy.engine.exit()
     return 0
 
