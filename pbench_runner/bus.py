@@ -15,6 +15,8 @@ key / channel                          written by → read by
 ``result:<id>`` (key) + ``result``     sink → controller
 ``alive:<name>`` (key with TTL)        sink, meisters → sink, controller
 ``collected:<id>`` (key)               sink → meisters (collectors stopped)
+``forward`` (channel) + ``forward:*``  sink → controller → sink (a local port
+                                       leading to a remote host's tool)
 ====================================  =========================================
 
 The ``action`` key holds the latest action as well as being published, so a
@@ -87,6 +89,14 @@ class Keys:
     def collected(self, action_id: str) -> str:
         """Set by the sink once its collectors have stopped for a stop action."""
         return f"{self.prefix}collected:{action_id}"
+
+    @property
+    def forward_requests(self) -> str:
+        return f"{self.prefix}forward"
+
+    def forward(self, host: str, address: str, port: int) -> str:
+        """Holds the controller's local port that leads to ``address:port`` on ``host``."""
+        return f"{self.prefix}forward:{host}:{address}:{port}"
 
     @property
     def result_channel(self) -> str:
@@ -212,6 +222,30 @@ def mark_ready(
     pipe.hset(keys.ready, name, payload)
     pipe.publish(keys.ready, payload)
     pipe.execute()
+
+
+def request_forward(
+    client: redis.Redis, keys: Keys, host: str, address: str, port: int, timeout: float
+) -> int:
+    """Ask the controller for a local port leading to ``address:port`` on remote ``host``.
+
+    The controller holds the host's SSH connection and answers in the
+    ``forward:`` key; raises TimeoutError when no answer comes in time.
+    """
+    key = keys.forward(host, address, port)
+    deadline = time.monotonic() + timeout
+    client.publish(
+        keys.forward_requests, json.dumps({"host": host, "address": address, "port": port})
+    )
+    while True:
+        local = client.get(key)
+        if local is not None:
+            return int(local)
+        if time.monotonic() >= deadline:
+            raise TimeoutError(
+                f"no forward to {address}:{port} on host {host} within {timeout:g} s"
+            )
+        time.sleep(0.01)
 
 
 def wait_for_redis(

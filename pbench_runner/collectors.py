@@ -11,7 +11,7 @@ the ``stop`` action arrives.  Their data lands in the same
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +28,16 @@ HostTools = Mapping[str, Mapping[str, Mapping[str, OptionValue]]]
 class Collectors:
     """Every collector the sink runs, by action directory."""
 
-    def __init__(self, registry: ToolRegistry, host_tools: HostTools) -> None:
+    def __init__(
+        self,
+        registry: ToolRegistry,
+        host_tools: HostTools,
+        reach: Callable[[str, Mapping[str, Any]], Mapping[str, Any]] | None = None,
+    ) -> None:
         self.registry = registry
         self.host_tools = host_tools
+        #: (host, facts) -> the facts as the sink reaches the tool (through a tunnel)
+        self.reach = reach or (lambda host, facts: facts)
         self.running: dict[str, list[tuple[str, Collector]]] = {}
 
     def tools(self) -> list[str]:
@@ -49,7 +56,9 @@ class Collectors:
             spec = self.registry.get(name)
             assert spec.collector is not None
             targets = [
-                Target(host=host, options=tools[name], facts=reports[host].info[name])
+                Target(
+                    host=host, options=tools[name], facts=self.reach(host, reports[host].info[name])
+                )
                 for host, tools in sorted(self.host_tools.items())
                 if name in tools and host in reports and _has_port(reports[host].info.get(name))
             ]

@@ -150,6 +150,8 @@ class Controller:
                     "tools": {h: self.group.hosts[h].tools for h in self.hosts},
                     "token": token,
                     "bind": address or "127.0.0.1",
+                    # remote hosts whose tools the sink reaches through their SSH tunnel
+                    "tunneled": sorted(urls) if self.remote_options.mode == "tunnel" else [],
                     "deadlines": deadlines,
                     "plugins": self.plugins,
                 }
@@ -172,6 +174,7 @@ class Controller:
                         if host in urls and self.remotes
                         else str(self.tm_dir),
                         "sink_url": urls[host][1] if host in urls else "",
+                        **self._tool_address(host),
                     }
                 ),
             )
@@ -202,6 +205,8 @@ class Controller:
         if self.remote_options.mode == "tunnel":
             redis_port = self.redis.port if self.redis else 0
             self.remotes.expose(redis=lambda: ("127.0.0.1", redis_port), sink=self._sink_address)
+            assert self.client is not None
+            self.remotes.serve_forwards(self.client, self.keys)
         assert self.redis is not None
         direct = (
             f"redis://{self.remotes.controller_address()}:{self.redis.port}/0"
@@ -209,6 +214,14 @@ class Controller:
             else ""
         )
         return {h: self.remotes.urls(h, direct) for h in self.remote_hosts}
+
+    def _tool_address(self, host: str) -> dict[str, str]:
+        """Direct mode: a remote host's persistent tools listen where the sink reaches them."""
+        if self.remotes is None or host not in self.remotes.hosts:
+            return {}
+        if self.remote_options.mode != "direct":
+            return {}
+        return {"tool_address": self.remotes.hosts[host].peer}
 
     def _sink_address(self) -> tuple[str, int]:
         assert self.client is not None

@@ -23,6 +23,7 @@ import tarfile
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -97,7 +98,9 @@ class ToolDataSink:
         self.config: dict[str, Any] = json.loads(raw)
         self.hosts = frozenset(self.config["hosts"])
         self.pm = get_plugin_manager(self.config.get("plugins", ()))
-        self.collectors = Collectors(tool_registry(self.pm), self.config.get("tools", {}))
+        self.collectors = Collectors(
+            tool_registry(self.pm), self.config.get("tools", {}), reach=self._reach
+        )
         self.tracker: Tracker | None = None
         self.last_seq = 0
         #: reports that arrived before the sink saw their action
@@ -106,6 +109,20 @@ class ToolDataSink:
         self.finished: set[str] = set()
         self.lock = threading.Lock()
         self.stopping = threading.Event()
+
+    def _reach(self, host: str, facts: Mapping[str, Any]) -> Mapping[str, Any]:
+        """A remote host's tool, behind its SSH tunnel, is reached at a local port."""
+        if host not in self.config.get("tunneled", ()):
+            return facts
+        address = str(facts.get("address", "127.0.0.1"))
+        try:
+            local = bus.request_forward(
+                self.client, self.keys, host, address, int(facts["port"]), 10.0
+            )
+        except TimeoutError as exc:  # the collector then fails, naming the host
+            log.error("host %s: %s", host, exc)
+            return facts
+        return {**facts, "address": "127.0.0.1", "port": local}
 
     # --- called from HTTP threads ------------------------------------------
 

@@ -271,3 +271,28 @@ def test_the_lab_keeps_test_traffic_inside(lab: SSHLab) -> None:
         )
         assert out.returncode != 0, f"{host.netns} can reach outside the lab: {out.stdout}"
     assert json.dumps(lab.options().to_dict())
+
+
+@pytest.mark.parametrize("mode", ["tunnel", "direct"])
+def test_pcp_and_node_exporter_on_remote_hosts_are_recorded_by_the_sink(
+    lab: SSHLab, tmp_path: Path, mode: str
+) -> None:
+    tools = {"pcp": {"interval": 1}, "node_exporter": {"interval": 1}}
+    group = ToolGroup("default", {h: HostTools(tools=dict(tools)) for h in (HOST, *REMOTES)})
+    sample = tmp_path / "s1"
+    with Controller(group, tmp_path / "tm", remote=lab.options(mode=mode)) as ctl:
+        ctl.run_action("start", sample)
+        time.sleep(3)
+        ctl.run_action("stop", sample)
+        ctl.run_action("send", sample)
+    for host in (HOST, *REMOTES):
+        pcp = sample / "tools-default" / host / "pcp"
+        archives = list(pcp.glob("*.meta*"))
+        assert archives, sorted(p.name for p in pcp.iterdir())
+        out = subprocess.run(
+            ["pmdumplog", "-l", str(archives[0]).split(".meta")[0]], capture_output=True, text=True
+        )
+        assert out.returncode == 0 and "commencing" in out.stdout, out.stderr
+        prom = sample / "tools-default" / host / "node_exporter"
+        assert prom.is_dir() and any(prom.rglob("*")), host
+    assert not _nothing_left(lab, 5)

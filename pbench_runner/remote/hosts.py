@@ -26,10 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import paramiko
+import redis
 
+from pbench_runner import bus
 from pbench_runner.config import Deadlines
 from pbench_runner.errors import RemoteHostError, UsageError
 from pbench_runner.remote import bundle as bundles
+from pbench_runner.remote.broker import ForwardBroker
 from pbench_runner.remote.hostside import RUN_ENV
 from pbench_runner.remote.options import RemoteOptions
 from pbench_runner.remote.parallel import MAX_WORKERS, on_every_host
@@ -53,6 +56,8 @@ class RemoteHost:
     python: list[int]
     #: the controller's address as this host sees it
     address: str
+    #: this host's address as the controller sees it
+    peer: str
     copied: bool
     tunnel: Tunnel
     channel: paramiko.Channel | None = None
@@ -133,6 +138,7 @@ class RemoteHosts:
         self.hosts: dict[str, RemoteHost] = {}
         self._stop = threading.Event()
         self._keepalive: threading.Thread | None = None
+        self._broker: ForwardBroker | None = None
 
     # --- set up --------------------------------------------------------------
 
@@ -175,6 +181,7 @@ class RemoteHosts:
                 base=str(probe["base"]),
                 python=list(probe["python"]),
                 address=str(transport.sock.getsockname()[0]),
+                peer=str(transport.getpeername()[0]),
                 copied=not probe["cached"],
                 tunnel=Tunnel(name, transport),
             )
@@ -228,6 +235,11 @@ class RemoteHosts:
                 host.ports = {"redis": host.tunnel.expose(redis), "sink": host.tunnel.expose(sink)}
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 raise RemoteHostError(host.name, f"port forwarding was refused: {exc}") from exc
+
+    def serve_forwards(self, client: redis.Redis, keys: bus.Keys) -> None:
+        """Tunnel mode: answer the sink's requests for a way to a host's tool."""
+        self._broker = ForwardBroker(client, keys, {n: h.tunnel for n, h in self.hosts.items()})
+        self._broker.start()
 
     def urls(self, name: str, redis_url: str) -> tuple[str, str]:
         """The Redis URL and sink URL (empty: ask Redis) for ``name``'s meister."""
@@ -303,6 +315,8 @@ class RemoteHosts:
     def close(self) -> list[str]:
         """Wait for every meister to exit, kill what is left, close the connections."""
         self._stop.set()
+        if self._broker is not None:
+            self._broker.close()
         if not self.hosts:
             return []
         with ThreadPoolExecutor(min(MAX_WORKERS, len(self.hosts))) as pool:
