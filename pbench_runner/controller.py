@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -115,23 +116,29 @@ class Controller:
 
     def _start(self) -> None:
         address = ""  # the controller's address for remote meisters in direct mode
-        if self.remote_hosts:
-            from pbench_runner.remote.hosts import RemoteHosts
+        connecting: Future[None] | None = None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ssh") as pool:
+            if self.remote_hosts:
+                from pbench_runner.remote.hosts import RemoteHosts
 
-            self.remotes = RemoteHosts(
-                self.remote_hosts, self.remote_options, self.run_id, self.tm_dir, self.deadlines
+                self.remotes = RemoteHosts(
+                    self.remote_hosts, self.remote_options, self.run_id, self.tm_dir, self.deadlines
+                )
+                if self.remote_options.mode == "direct":  # Redis binds the address SSH tells
+                    self.remotes.connect()
+                    address = self.remotes.controller_address()
+                else:  # the hosts are contacted while Redis starts
+                    connecting = pool.submit(self.remotes.connect)
+            self.redis = RedisServer(
+                self.tm_dir,
+                extra_binds=[address] if address else [],
+                timeout=self.deadlines.startup,
+                die_with_parent=self.die_with_parent,
+                run_id=self.run_id,
             )
-            self.remotes.connect()
-            if self.remote_options.mode == "direct":
-                address = self.remotes.controller_address()
-        self.redis = RedisServer(
-            self.tm_dir,
-            extra_binds=[address] if address else [],
-            timeout=self.deadlines.startup,
-            die_with_parent=self.die_with_parent,
-            run_id=self.run_id,
-        )
-        self.redis.start()
+            self.redis.start()
+        if connecting is not None:
+            connecting.result()
         assert self.redis.proc is not None
         self.pids["redis"] = self.redis.proc.pid
         self.password, self.redis_url = self.redis.password, self.redis.url

@@ -108,6 +108,7 @@ class SSHLab:
 
     def _build(self) -> None:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
+        self.tmp.mkdir(parents=True, exist_ok=True)
         _keygen(self.key)
         ip("link", "add", self.bridge, "type", "bridge")
         ip("addr", "add", f"{self.gateway}/24", "dev", self.bridge)
@@ -200,6 +201,8 @@ class SSHLab:
 
     def options(self, **changes: object) -> RemoteOptions:
         values: dict[str, object] = {
+            # Debian's own Python, with none of the project's packages
+            "python": "/usr/bin/python3",
             "ssh_config": str(self.ssh_config),
             "remote_dir": str(self.tmp / "hosts" / "{host}" / "pbench"),
         }
@@ -212,6 +215,7 @@ class SSHLab:
             "[remote]",
             f'ssh_config = "{self.ssh_config}"',
             f'remote_dir = "{self.tmp / "hosts" / "{host}" / "pbench"}"',
+            'python = "/usr/bin/python3"',
         ]
         if deadlines:
             lines.append("[deadlines]")

@@ -24,7 +24,8 @@ from typing import Final
 from pbench_runner import __version__
 from pbench_runner.errors import InfrastructureError
 
-#: what the meister imports; the last ones exist only on some Pythons
+#: what the meister imports; the last ones are needed by older Pythons than
+#: the controller's (redis on < 3.11.3 and < 3.11, tomli on < 3.11)
 PACKAGES: Final = (
     "pbench_runner",
     "pbench_runner_tools",
@@ -36,6 +37,7 @@ PACKAGES: Final = (
     "certifi",
     "pluggy",
     "async_timeout",
+    "typing_extensions",
     "tomli",
 )
 #: compiled extensions cannot load from a bundle; their pure-Python fallbacks do

@@ -140,6 +140,8 @@ def connect(target: Target, opts: RemoteOptions, timeout: float) -> paramiko.SSH
     transport = client.get_transport()
     assert transport is not None
     transport.set_keepalive(KEEPALIVE_S)
+    # Small requests (Redis commands) go out at once, not after Nagle's wait.
+    transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     transport.default_window_size = WINDOW_SIZE
     return client
 

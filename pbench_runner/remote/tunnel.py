@@ -98,6 +98,7 @@ class Tunnel:
             chan.close()
             return
         sock.settimeout(None)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         pump(chan, sock)
 
     # --- controller -> remote host -----------------------------------------------
