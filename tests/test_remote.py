@@ -296,3 +296,34 @@ def test_pcp_and_node_exporter_on_remote_hosts_are_recorded_by_the_sink(
         prom = sample / "tools-default" / host / "node_exporter"
         assert prom.is_dir() and any(prom.rglob("*")), host
     assert not _nothing_left(lab, 5)
+
+
+def test_user_benchmark_goes_on_without_a_lost_host_and_says_what_is_missing(  # type: ignore[no-untyped-def]
+    lab: SSHLab, pbench, run_dir: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "pbench.toml").write_text(lab.toml())
+    pbench("register-tool-set", "light", "--interval=1", "--remotes=nodeA,nodeB", check=True)
+    # the benchmark itself kills nodeB's meister during the first sample
+    victim = f"[s]erve .*--host nodeB --base {lab.remote_dir('nodeB')}"  # not itself
+    proc = pbench(
+        "user-benchmark",
+        "--sysinfo=none",
+        "--samples=2",
+        "--on-host-failure=continue",
+        "--",
+        "sh",
+        "-c",
+        f"pkill -KILL -f '{victim}'; sleep 1",
+        timeout=120,
+    )
+    assert proc.returncode == 4, proc.stderr
+    assert "host nodeB was lost: its tool data is missing for 1-default/sample1" in proc.stderr
+    result = latest_result(run_dir)
+    meta = json.loads((result / "metadata.json").read_text())
+    assert meta["missing_data"] == {"nodeB": ["1-default/sample1", "1-default/sample2"]}
+    for n in (1, 2):
+        tools = result / "1-default" / f"sample{n}" / "tools-default"
+        assert (tools / "nodeA" / "vmstat" / "vmstat.csv").exists()
+        assert not (tools / "nodeB").exists()
+    assert not _nothing_left(lab, 5)
+    assert not _runs_left(lab)
