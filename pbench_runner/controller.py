@@ -209,24 +209,21 @@ class Controller:
         """Remote host -> the Redis URL and sink URL its meister uses."""
         if self.remotes is None:
             return {}
+        assert self.redis is not None and self.client is not None
+        redis_port = self.redis.port
+        direct = ""
         if self.remote_options.mode == "tunnel":
-            redis_port = self.redis.port if self.redis else 0
             self.remotes.expose(redis=lambda: ("127.0.0.1", redis_port), sink=self._sink_address)
-            assert self.client is not None
             self.remotes.serve_forwards(self.client, self.keys)
-        assert self.redis is not None
-        direct = (
-            f"redis://{self.remotes.controller_address()}:{self.redis.port}/0"
-            if (self.remote_options.mode == "direct")
-            else ""
-        )
+        else:
+            direct = f"redis://{self.remotes.controller_address()}:{redis_port}/0"
         return {h: self.remotes.urls(h, direct) for h in self.remote_hosts}
 
     def _tool_address(self, host: str) -> dict[str, str]:
         """Direct mode: a remote host's persistent tools listen where the sink reaches them."""
         if self.remotes is None or host not in self.remotes.hosts:
             return {}
-        if self.remote_options.mode != "direct":
+        if self.remote_options.mode != "direct":  # tunnel: loopback, reached by a forward
             return {}
         return {"tool_address": self.remotes.hosts[host].peer}
 

@@ -22,6 +22,7 @@ import json
 import os
 import secrets
 import shlex
+import shutil
 import statistics
 import sys
 import tempfile
@@ -167,9 +168,8 @@ def put_throughput(lab: SSHLab, size_mib: int, repeat: int, base: Path) -> None:
                             client, keys, bus.Report(action.id, "nodeA", "send", True)
                         )
                         procs.wait_until(lambda a=action: client.exists(keys.result(a.id)), 30)
-                        # keep the disk free: drop what the sink unpacked
-                        for p in sorted((base / f"s{seq}").rglob("*"), reverse=True):
-                            p.unlink() if p.is_file() else p.rmdir()
+                        # keep the disk free: drop what the sink unpacked (a path made here)
+                        shutil.rmtree(base / f"s{seq}", ignore_errors=True)
                     med = statistics.median(seconds)
                     emit(
                         {

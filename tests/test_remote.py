@@ -327,3 +327,39 @@ def test_user_benchmark_goes_on_without_a_lost_host_and_says_what_is_missing(  #
         assert not (tools / "nodeB").exists()
     assert not _nothing_left(lab, 5)
     assert not _runs_left(lab)
+
+
+def test_a_meister_of_another_version_is_refused(
+    lab: SSHLab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+    import io
+    import zipfile
+
+    from pbench_runner import __version__
+    from pbench_runner.remote import bundle as bundles
+
+    ours = bundles.build()
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(ours.data)) as src, zipfile.ZipFile(out, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "pbench_runner/__init__.py":
+                data = data.replace(f'"{__version__}"'.encode(), b'"0.0.1"')
+            dst.writestr(item, data)
+    other = bundles.Bundle(out.getvalue(), hashlib.sha256(out.getvalue()).hexdigest()[:20], "0.0.1")
+    monkeypatch.setattr(bundles, "build", lambda: other)
+    with pytest.raises(ActionError) as info:
+        Controller(_group("nodeA"), tmp_path / "tm", remote=lab.options()).start()
+    assert f"host nodeA: its tool meister is version 0.0.1, the controller {__version__}" in str(
+        info.value
+    )
+    assert not _nothing_left(lab, 5)
+
+
+def test_a_host_without_the_python_it_needs_is_named(lab: SSHLab, tmp_path: Path) -> None:
+    with pytest.raises(StartupError) as info:
+        Controller(
+            _group("nodeB"), tmp_path / "tm", remote=lab.options(python="/opt/none/python3")
+        ).start()
+    assert "host nodeB: /opt/none/python3 is not installed there" in str(info.value)

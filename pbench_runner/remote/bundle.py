@@ -53,15 +53,15 @@ from pbench_runner.remote.hostside import main
 sys.exit(main())
 """
 
-#: run on the host: unpack a copied zip into its cache directory, compile it, and
-#: move it into place in one rename (a concurrent run sees all of it or none)
+#: run on the host: unpack a copied zip into its cache directory and move it
+#: into place in one rename (a concurrent run sees all of it or none).  Python
+#: caches the bytecode of what the meister imports there on first use.
 INSTALL: Final = """\
-import compileall, os, shutil, sys, zipfile
+import os, shutil, sys, zipfile
 src, dest = sys.argv[1], sys.argv[2]
 tmp = dest + ".tmp-" + str(os.getpid())
 with zipfile.ZipFile(src) as zf:
     zf.extractall(tmp)
-compileall.compile_dir(tmp, quiet=1, workers=1)
 try:
     os.rename(tmp, dest)
 except OSError:

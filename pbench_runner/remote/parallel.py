@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TypeVar
@@ -10,6 +10,8 @@ from typing import TypeVar
 from pbench_runner.errors import PbenchError, RemoteHostError, StartupError
 
 T = TypeVar("T")
+
+log = logging.getLogger("pbench.remote")
 
 #: threads used at most, whatever the number of hosts
 MAX_WORKERS = 32
@@ -63,6 +65,9 @@ def on_every_host(
 
 
 def _undo_late(future: Future[T], undo: Callable[[T], object]) -> None:
+    """A host that answered after the deadline: close what it opened."""
     if future.exception() is None:
-        with contextlib.suppress(Exception):
+        try:
             undo(future.result())
+        except (OSError, PbenchError) as exc:
+            log.warning("cleaning up after a late host: %s", exc)
