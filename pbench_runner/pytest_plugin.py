@@ -37,6 +37,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--pbench-json", default=None, help="also write the results here")
     group.addoption("--pbench-plugin", action="append", default=[], help="pbench plugins")
     group.addoption("--pbench-result-file", default=None, help="write the result dir's path here")
+    group.addoption("--pbench-no-progress", action="store_true", help="no progress display")
 
 
 def pytest_configure(config: pytest.Config) -> None:

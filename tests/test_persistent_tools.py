@@ -231,3 +231,27 @@ def test_a_tool_that_dies_during_a_sample_is_reported_and_the_rest_kept(  # type
     assert (host_dir / "vmstat" / "vmstat.csv").exists()
     assert (host_dir / "pcp" / "pmcd.log").exists()
     assert (host_dir / "pcp" / f"{HOST}.0").exists()  # what pmlogger recorded is kept
+
+
+def test_a_collector_program_missing_on_the_controller_is_refused_at_start(  # type: ignore[no-untyped-def]
+    pbench, run_dir: Path, tmp_path: Path
+) -> None:
+    pbench("register-tool", "--name=node-exporter", check=True)
+    # A PATH with everything a run needs but Prometheus.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for program in ("redis-server", "prometheus-node-exporter", "setpriv"):
+        found = shutil.which(program)
+        assert found, program
+        (bin_dir / program).symlink_to(found)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pbench_runner", "tool-meister-start", "--sysinfo=none"],
+        env={**pbench_env(run_dir), "PATH": str(bin_dir)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 4, proc.stderr
+    assert "(the controller)" in proc.stderr and "'node_exporter'" in proc.stderr
+    assert "'prometheus'" in proc.stderr and "install the package 'prometheus'" in proc.stderr
+    assert not list((run_dir / "sessions").glob("*.json"))
