@@ -255,3 +255,30 @@ def test_a_collector_program_missing_on_the_controller_is_refused_at_start(  # t
     assert "(the controller)" in proc.stderr and "'node_exporter'" in proc.stderr
     assert "'prometheus'" in proc.stderr and "install the package 'prometheus'" in proc.stderr
     assert not list((run_dir / "sessions").glob("*.json"))
+
+
+def test_pcp_records_the_metrics_of_a_users_pmlogger_config(tmp_path: Path) -> None:
+    from pbench_runner.errors import ToolStoreError
+    from pbench_runner.pluginmanager import get_plugin_manager, tool_registry
+
+    spec = tool_registry(get_plugin_manager()).get("pcp")
+    with pytest.raises(ToolStoreError, match="unknown metric group bogus"):
+        spec.validate({"metrics": "cpu,bogus"})
+    with pytest.raises(ToolStoreError, match="not a readable pmlogger configuration"):
+        spec.validate({"config": str(tmp_path / "absent.conf")})
+    config = tmp_path / "mine.conf"
+    config.write_text("log mandatory on default {\n    kernel.all.load\n}\n")
+    options = spec.validate({"config": str(config), "interval": "1"})
+    group = ToolGroup("default", {HOST: HostTools(tools={"pcp": options})})
+    sample = tmp_path / "s1"
+    with Controller(group, tmp_path / "tm") as ctl:
+        ctl.run_action("start", sample)
+        time.sleep(2.2)
+        ctl.run_action("stop", sample)
+        ctl.run_action("send", sample)
+    archive = sample / "tools-default" / HOST / "pcp" / HOST
+    assert (archive.parent / "pmlogger.config").read_text() == config.read_text()
+    dump = subprocess.run(
+        ["pmdumplog", "-a", str(archive)], capture_output=True, text=True, check=True
+    ).stdout
+    assert "kernel.all.load" in dump and "mem.util.used" not in dump
