@@ -176,6 +176,9 @@ class BenchSession:
         }
         self.iterations.append(iteration)
         failure: BaseException | None = None
+        sysinfo = str(mk.get("sysinfo") or "none")
+        if ctl is not None:  # this benchmark's own sysinfo, around its samples
+            self.problems.extend(ctl.collect_sysinfo("beg", sysinfo, base=iteration_dir))
         for w in range(1, warmup + 1):
             self.progress.sample(pyfuncitem.name, "warm-up", w, warmup)
             record, failure = self._sample(
@@ -198,6 +201,8 @@ class BenchSession:
             )
             iteration["samples"].append(record)
         iteration["status"] = "failed" if failure is not None else "ok"
+        if ctl is not None:
+            self.problems.extend(ctl.collect_sysinfo("end", sysinfo, base=iteration_dir))
         self._summarize(iteration, iteration_dir)
         if failure is not None:
             raise failure

@@ -376,3 +376,26 @@ def test_a_bad_project_setting_is_a_usage_error_naming_it(pbench, tmp_path: Path
     proc = pbench("run", str(suite))
     assert proc.returncode == 2
     assert "samples = 'two' must be a int" in proc.stderr and "pbench.toml" in proc.stderr
+
+
+def test_a_marker_collects_sysinfo_around_one_benchmark(pbench, run_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    suite = tmp_path / "si"
+    suite.mkdir()
+    (suite / "bench_si.py").write_text(
+        "import pytest\n\n"
+        "@pytest.mark.pbench(samples=1, sysinfo='kernel,memory')\n"
+        "def bench_with(sample):\n    sample.record('x', 1)\n\n"
+        "@pytest.mark.pbench(samples=1)\n"
+        "def bench_without(sample):\n    sample.record('x', 1)\n"
+    )
+    pbench("register-tool", "--name=noop", check=True)
+    proc = pbench("run", str(suite), "--sysinfo=none")
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    result = latest_result(run_dir)
+    with_dir = next(p for p in result.iterdir() if p.name.endswith("bench_with"))
+    without = next(p for p in result.iterdir() if p.name.endswith("bench_without"))
+    for when in ("beg", "end"):
+        assert (with_dir / "sysinfo" / when / HOST / "kernel" / "uname.txt").exists()
+        assert (with_dir / "sysinfo" / when / HOST / "memory").is_dir()
+        assert not (with_dir / "sysinfo" / when / HOST / "packages").exists()
+    assert not (without / "sysinfo").exists() and not (result / "sysinfo" / "beg" / HOST).exists()
