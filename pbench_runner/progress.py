@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import IO, Any, ContextManager
+from typing import IO, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -36,7 +36,7 @@ class RunProgress:
         self,
         enabled: bool = True,
         stream: IO[str] | None = None,
-        suspend: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
+        suspend: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
     ) -> None:
         # With no stream, rich looks sys.stderr up at every write: inside
         # ``suspend`` that is the real one.

@@ -6,8 +6,8 @@ import argparse
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from pbench_runner.config import project_settings, run_dir
 from pbench_runner.errors import UsageError

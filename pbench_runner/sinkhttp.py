@@ -179,7 +179,12 @@ def _publish(staging: Path, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     for entry in staging.iterdir():
         target = dest / entry.name
-        if entry.is_dir() and not entry.is_symlink() and target.is_dir() and not target.is_symlink():
+        if (
+            entry.is_dir()
+            and not entry.is_symlink()
+            and target.is_dir()
+            and not target.is_symlink()
+        ):
             _publish(entry, target)
             continue
         if target.is_dir() and not target.is_symlink():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -94,22 +95,23 @@ class Watch(threading.Thread):
 def measure(name: str, seconds: float) -> dict[str, float]:
     host = local_hostname()
     group = ToolGroup("default", {host: HostTools(tools=SETS[name])})
-    with tempfile.TemporaryDirectory(prefix="pbench-overhead-") as tmp:
-        with Controller(group, Path(tmp) / "tm") as ctl:
-            sample = Path(tmp) / "sample1"
-            ctl.run_action("start", sample)
-            meister, sink = Watch(ctl.pids[host]), Watch(ctl.pids["tds"])
-            for watch in (meister, sink):
-                watch.sample()
-                watch.start()
-            began = time.monotonic()
-            time.sleep(seconds)
-            for watch in (meister, sink):
-                watch.sample()
-                watch.stop_event.set()
-            elapsed = time.monotonic() - began
-            ctl.run_action("stop", sample)
-            ctl.run_action("send", sample)
+    tmp = tempfile.mkdtemp(prefix="pbench-overhead-")
+    with Controller(group, Path(tmp) / "tm") as ctl:
+        sample = Path(tmp) / "sample1"
+        ctl.run_action("start", sample)
+        meister, sink = Watch(ctl.pids[host]), Watch(ctl.pids["tds"])
+        for watch in (meister, sink):
+            watch.sample()
+            watch.start()
+        began = time.monotonic()
+        time.sleep(seconds)
+        for watch in (meister, sink):
+            watch.sample()
+            watch.stop_event.set()
+        elapsed = time.monotonic() - began
+        ctl.run_action("stop", sample)
+        ctl.run_action("send", sample)
+    shutil.rmtree(tmp, ignore_errors=True)  # made by mkdtemp above: never anything else
     return {
         "meister_cpu_pct": 100 * meister.used(True) / elapsed,
         "meister_rss_mib": meister.peak_root / 2**20,

@@ -72,7 +72,12 @@ def test_user_benchmark_with_pcp_records_the_benchmark_in_an_archive(  # type: i
     first, last = _archive_span(pcp / HOST)
     assert began.replace(microsecond=0) <= first.replace(microsecond=0) and last <= ended
     assert (last - first).total_seconds() >= 2.0  # covers the 3.2 s benchmark
-    for metric in ("kernel.all.load", "mem.util.used", "kernel.all.cpu.idle", "disk.all.read_bytes"):
+    for metric in (
+        "kernel.all.load",
+        "mem.util.used",
+        "kernel.all.cpu.idle",
+        "disk.all.read_bytes",
+    ):
         dump = subprocess.run(
             ["pmdumplog", str(pcp / HOST), metric], capture_output=True, text=True, check=True
         ).stdout
@@ -172,15 +177,26 @@ def test_two_runs_at_once_do_not_collide(tmp_path: Path) -> None:
             (
                 run_dir,
                 subprocess.Popen(
-                    [sys.executable, "-m", "pbench_runner", "user-benchmark", "--sysinfo=none",
-                     "--", "sleep", "1.3"],
-                    env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    [
+                        sys.executable,
+                        "-m",
+                        "pbench_runner",
+                        "user-benchmark",
+                        "--sysinfo=none",
+                        "--",
+                        "sleep",
+                        "1.3",
+                    ],
+                    env=env,
+                    cwd=tmp_path,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
                     text=True,
-                ),  # fmt: skip
+                ),
             )
         )
     for run_dir, proc in runs:
-        out, err = proc.communicate(timeout=120)
+        _out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
         host_dir = latest_result(run_dir) / "1-default" / "sample1" / "tools-default" / HOST
         assert (host_dir / "pcp" / f"{HOST}.0").exists()

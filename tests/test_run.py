@@ -330,7 +330,9 @@ def test_a_marker_picks_the_tool_group_of_one_benchmark(
     assert HOST in other["hosts"]
 
 
-def test_host_summary_from_pcp_and_node_exporter_alone(pbench, run_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_host_summary_from_pcp_and_node_exporter_alone(
+    pbench, run_dir: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     """Without sysstat, the per-host summary comes from the persistent tools' data."""
     suite = tmp_path / "busy"
     suite.mkdir()
@@ -352,7 +354,9 @@ sysinfo = "none"
 """
 
 
-def test_project_settings_give_run_defaults_and_options_win(pbench, run_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_project_settings_give_run_defaults_and_options_win(
+    pbench, run_dir: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     suite = write_suite(tmp_path)
     (tmp_path / "pyproject.toml").write_text(PYPROJECT)
     proc = pbench("run", str(suite), "--", "-k", "known")
@@ -378,7 +382,9 @@ def test_a_bad_project_setting_is_a_usage_error_naming_it(pbench, tmp_path: Path
     assert "samples = 'two' must be a int" in proc.stderr and "pbench.toml" in proc.stderr
 
 
-def test_a_marker_collects_sysinfo_around_one_benchmark(pbench, run_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_marker_collects_sysinfo_around_one_benchmark(
+    pbench, run_dir: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     suite = tmp_path / "si"
     suite.mkdir()
     (suite / "bench_si.py").write_text(

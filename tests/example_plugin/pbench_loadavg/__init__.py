@@ -24,7 +24,10 @@ class LoadAvg(CommandTool):
         return ["sh", "-c", loop]
 
     def postprocess(self) -> None:
-        with open(self.stdout_path) as raw, open(self.ctx.outdir / "loadavg.csv", "w", newline="") as out:
+        with (
+            open(self.stdout_path) as raw,
+            open(self.ctx.outdir / "loadavg.csv", "w", newline="") as out,
+        ):
             writer = csv.writer(out)
             writer.writerow(["epoch", "load1", "load5", "load15"])
             for line in raw:
