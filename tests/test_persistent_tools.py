@@ -26,7 +26,7 @@ from pbench_runner.controller import Controller
 from pbench_runner.daemon import Daemon, accepts
 from pbench_runner.toolstore import HostTools, ToolGroup
 
-from .conftest import HOST, latest_result, pbench_env
+from .conftest import HOST, latest_result, pbench_env, spawn_pbench
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("pmlogger") and shutil.which("prometheus")),
@@ -173,28 +173,8 @@ def test_two_runs_at_once_do_not_collide(tmp_path: Path) -> None:
                  "--", "--interval=1"],
                 env=env, check=True, capture_output=True,
             )  # fmt: skip
-        runs.append(
-            (
-                run_dir,
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "pbench_runner",
-                        "user-benchmark",
-                        "--sysinfo=none",
-                        "--",
-                        "sleep",
-                        "1.3",
-                    ],
-                    env=env,
-                    cwd=tmp_path,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                ),
-            )
-        )
+        user_benchmark = ("user-benchmark", "--sysinfo=none", "--", "sleep", "1.3")
+        runs.append((run_dir, spawn_pbench(run_dir, tmp_path, *user_benchmark)))
     for run_dir, proc in runs:
         _out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pbench_runner import procs
 
-from .conftest import HOST, latest_result, pbench_env
+from .conftest import HOST, latest_result, pbench_env, spawn_pbench
 
 #: an odd duration, so that a search of `ps` finds only this test's command
 SLEEPER = "59.917"
@@ -22,23 +22,8 @@ SLEEPER = "59.917"
 
 def start_sleeping_benchmark(run_dir: Path, tmp_path: Path, *args: str) -> subprocess.Popen[str]:
     """``pbench user-benchmark -- sleep SLEEPER`` in the background, to be interrupted."""
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pbench_runner",
-            "user-benchmark",
-            "--sysinfo=none",
-            *args,
-            "--",
-            "sleep",
-            SLEEPER,
-        ],
-        cwd=tmp_path,
-        env=pbench_env(run_dir),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    return spawn_pbench(
+        run_dir, tmp_path, "user-benchmark", "--sysinfo=none", *args, "--", "sleep", SLEEPER
     )
 
 
