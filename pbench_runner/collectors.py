@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pbench_runner import bus
+from pbench_runner.errors import ProgramMissing
 from pbench_runner.pluginmanager import ToolRegistry
 from pbench_runner.tools import Collector, CollectorContext, OptionValue, Target
 
@@ -44,6 +45,14 @@ class Collectors:
         """The registered tools that have a collector."""
         names = {t for tools in self.host_tools.values() for t in tools}
         return sorted(n for n in names if self.registry.get(n).collector is not None)
+
+    def missing_programs(self, controller: str) -> list[str]:
+        """What this machine lacks to run the collectors, one message each."""
+        return [
+            str(ProgramMissing(controller, name, program, package))
+            for name in self.tools()
+            for program, package in self.registry.get(name).missing_collector_programs().items()
+        ]
 
     def start(
         self, directory: str, group: str, reports: Mapping[str, bus.Report]

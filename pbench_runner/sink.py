@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import tarfile
 import threading
@@ -311,6 +312,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     sink = ToolDataSink(args.redis, args.run_id)
+    missing = sink.collectors.missing_programs(f"{socket.gethostname()} (the controller)")
+    if missing:
+        bus.mark_ready(sink.client, sink.keys, bus.SINK, False, {}, missing)
+        log.error("%s", "; ".join(missing))
+        return 2
     _stop_on_signal(sink)
     bind = sink.config.get("bind", "127.0.0.1")
     threads = max(10, min(64, len(sink.hosts) + 4))

@@ -40,6 +40,18 @@ def pbench_env(run_dir: Path) -> dict[str, str]:
     return env
 
 
+def spawn_pbench(run_dir: Path, cwd: Path, *args: str) -> subprocess.Popen[str]:
+    """``pbench ARGS`` in the background (output piped), for runs a test waits on."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pbench_runner", *args],
+        cwd=cwd,
+        env=pbench_env(run_dir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 @pytest.fixture
 def pbench(run_dir: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
     """Run the real ``pbench`` command; returns the CompletedProcess."""

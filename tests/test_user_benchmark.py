@@ -6,6 +6,7 @@ import configparser
 import csv
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -14,31 +15,18 @@ from pathlib import Path
 
 from pbench_runner import procs
 
-from .conftest import HOST, latest_result, pbench_env
+from .conftest import HOST, latest_result, pbench_env, spawn_pbench
 
-#: an odd duration, so that a search of `ps` finds only this test's command
-SLEEPER = "59.917"
+#: odd durations, different in every test session (other checkouts may run these
+#: tests at the same time), so that a search of `ps` finds only this test's command
+SLEEPER = f"59.{secrets.randbelow(10**6):06d}"
+LEFTOVER = f"37.{secrets.randbelow(10**6):06d}"
 
 
 def start_sleeping_benchmark(run_dir: Path, tmp_path: Path, *args: str) -> subprocess.Popen[str]:
     """``pbench user-benchmark -- sleep SLEEPER`` in the background, to be interrupted."""
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pbench_runner",
-            "user-benchmark",
-            "--sysinfo=none",
-            *args,
-            "--",
-            "sleep",
-            SLEEPER,
-        ],
-        cwd=tmp_path,
-        env=pbench_env(run_dir),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    return spawn_pbench(
+        run_dir, tmp_path, "user-benchmark", "--sysinfo=none", *args, "--", "sleep", SLEEPER
     )
 
 
@@ -279,12 +267,12 @@ def test_the_sample_ends_when_the_command_exits_and_its_leftovers_are_stopped(
 ) -> None:  # type: ignore[no-untyped-def]
     pbench("register-tool", "--name=vmstat", "--", "--interval=1", check=True)
     proc = pbench(
-        "user-benchmark", "--sysinfo=none", "--", "sh", "-c", "sleep 37.291 & echo started"
+        "user-benchmark", "--sysinfo=none", "--", "sh", "-c", f"sleep {LEFTOVER} & echo started"
     )
     assert proc.returncode == 0, proc.stderr
     res = json.loads((latest_result(run_dir) / "1-default" / "sample1" / "result.json").read_text())
     assert res["duration_s"] < 2
     assert (
-        "sleep 37.291"
+        f"sleep {LEFTOVER}"
         not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     )

@@ -202,7 +202,7 @@ class PrometheusCollector:
 def _get(url: str) -> dict[str, Any] | None:
     """GET a Prometheus URL on loopback; None when it does not answer 200."""
     try:
-        with urllib.request.urlopen(url, timeout=5.0) as resp:  # noqa: S310 (loopback only)
+        with urllib.request.urlopen(url, timeout=5.0) as resp:
             body = resp.read()
     except OSError:
         return None
@@ -240,4 +240,3 @@ def pbench_tool_specs() -> Sequence[ToolSpec]:
             ],
         )
     ]
-

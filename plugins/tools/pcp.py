@@ -27,8 +27,14 @@ from pbench_runner import hookimpl
 from pbench_runner.commandtool import ToolFailed
 from pbench_runner.daemon import Daemon
 from pbench_runner.hostsummary import write_activity
-from pbench_runner.tools import CollectorContext, Target, ToolContext, ToolOption, ToolSpec
-from pbench_runner.tools import positive_int
+from pbench_runner.tools import (
+    CollectorContext,
+    Target,
+    ToolContext,
+    ToolOption,
+    ToolSpec,
+    positive_int,
+)
 
 #: pmcd is not on PATH in Debian's package
 PMCD = os.environ.get("PBENCH_PMCD", "/usr/lib/pcp/bin/pmcd")
@@ -145,8 +151,23 @@ class PmcdTool:
         )
 
         def argv(port: int) -> list[str]:
-            return [PMCD, "-f", "-A", "-i", self.ctx.address, "-p", str(port), "-c", str(conf),
-                    "-s", str(socket_path), "-H", self.ctx.host, "-l", str(outdir / "pmcd.log")]
+            return [
+                PMCD,
+                "-f",
+                "-A",
+                "-i",
+                self.ctx.address,
+                "-p",
+                str(port),
+                "-c",
+                str(conf),
+                "-s",
+                str(socket_path),
+                "-H",
+                self.ctx.host,
+                "-l",
+                str(outdir / "pmcd.log"),
+            ]
 
         try:
             port = self.daemon.start(argv, self.ctx.address)
@@ -333,4 +354,3 @@ def pbench_tool_specs() -> Sequence[ToolSpec]:
             ],
         )
     ]
-
