@@ -18,6 +18,7 @@ import json
 import logging
 import secrets
 import shlex
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -274,6 +275,9 @@ class RemoteHosts:
                 chan.set_combine_stderr(True)
                 chan.exec_command(command)
                 chan.sendall(password.encode() + b"\n")
+                # A keepalive never waits long on one host (a cut link) and
+                # holds up the others'.
+                chan.settimeout(KEEPALIVE_S)
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 raise RemoteHostError(name, f"cannot start the tool meister: {exc}") from exc
             host.channel = chan
@@ -292,6 +296,8 @@ class RemoteHosts:
                     continue
                 try:
                     chan.send(b".")
+                except socket.timeout:
+                    log.warning("host %s: its SSH channel takes no more keepalives", host.name)
                 except (OSError, paramiko.SSHException, EOFError) as exc:
                     log.warning("host %s: keepalive failed: %s", host.name, exc)
 
@@ -364,6 +370,8 @@ def _copy_log(chan: paramiko.Channel, path: Path) -> None:
         while True:
             try:
                 data = chan.recv(65536)
+            except socket.timeout:  # the channel's timeout is for the keepalive's sake
+                continue
             except (OSError, EOFError):
                 return
             if not data:
