@@ -25,6 +25,15 @@ def main() -> int:
         ["overhead.py", "--repeat", "2" if args.quick else "5"],
         ["run_overhead.py", "--repeat", "1" if args.quick else "3"],
         ["observer_overhead.py", "--seconds", "10" if args.quick else "60"],
+        [
+            "remote_scale.py",
+            "--ssh",
+            "2" if args.quick else "4,16",
+            "--rounds",
+            "5" if args.quick else "20",
+            "--put-mib",
+            "64" if args.quick else "1024",
+        ],
     ]
     status = 0
     for argv in runs:
