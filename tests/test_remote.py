@@ -68,8 +68,10 @@ def test_user_benchmark_across_the_controller_and_two_remote_hosts(  # type: ign
     (tmp_path / "pbench.toml").write_text(lab.toml())
     pbench("register-tool-set", "light", "--interval=1", check=True)
     pbench("register-tool-set", "light", "--interval=1", "--remotes=nodeA,nodeB", check=True)
-    pbench("user-benchmark", "--sysinfo=none", "--", "sleep", "2", check=True, timeout=120)
+    pbench("user-benchmark", "--", "sleep", "2", check=True, timeout=120)
     result = latest_result(run_dir)
+    for when in ("beg", "end"):  # sysinfo came back from every host too
+        assert {p.name for p in (result / "sysinfo" / when).iterdir()} >= {HOST, *REMOTES}
     for host in (HOST, *REMOTES):
         csv = result / "1-default" / "sample1" / "tools-default" / host / "vmstat" / "vmstat.csv"
         rows = csv.read_text().splitlines()
