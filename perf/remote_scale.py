@@ -57,9 +57,11 @@ def ssh_session(lab: SSHLab, mode: str, rounds: int, base: Path) -> dict[str, ob
     hosts = list(lab.hosts)
     group = ToolGroup("default", {h: HostTools(tools={"noop": {}}) for h in hosts})
     times: dict[str, list[float]] = {"start": [], "stop": [], "send": []}
-    began = time.perf_counter()
+    began, cpu0 = time.perf_counter(), time.process_time()
     ctl = Controller(group, base / "tm", remote=lab.options(mode=mode)).start()
     tm_start = time.perf_counter() - began
+    # the controller's own share (SSH handshakes, copies, forwards), all threads
+    controller_cpu = time.process_time() - cpu0
     assert ctl.remotes is not None
     copied = sum(h.copied for h in ctl.remotes.hosts.values())
     try:
@@ -77,6 +79,7 @@ def ssh_session(lab: SSHLab, mode: str, rounds: int, base: Path) -> dict[str, ob
         "mode": mode,
         "bundle_copied_to": copied,
         "tool_meister_start_ms": round(tm_start * 1e3, 1),
+        "controller_cpu_during_start_ms": round(controller_cpu * 1e3, 1),
         "tool_meister_stop_ms": round(tm_stop * 1e3, 1),
         **{f"{v}_median_ms": ms(t) for v, t in times.items()},
     }
