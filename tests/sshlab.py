@@ -51,6 +51,13 @@ def available() -> str:
         return "network namespaces need root"
     if not (shutil.which("ip") and Path(SSHD).exists() and shutil.which("ssh-keygen")):
         return "needs iproute2, openssh-server and openssh-client (scripts/install.sh)"
+    probe = f"pbtprobe{secrets.token_hex(3)}"
+    made = subprocess.run(
+        ["ip", "netns", "add", probe], capture_output=True, text=True, check=False
+    )
+    if made.returncode != 0:
+        return f"cannot create network namespaces here: {made.stderr.strip()}"
+    ip("netns", "del", probe, check=False)
     return ""
 
 
