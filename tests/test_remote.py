@@ -365,3 +365,27 @@ def test_a_host_without_the_python_it_needs_is_named(lab: SSHLab, tmp_path: Path
             _group("nodeB"), tmp_path / "tm", remote=lab.options(python="/opt/none/python3")
         ).start()
     assert "host nodeB: /opt/none/python3 is not installed there" in str(info.value)
+
+
+def test_pbench_run_records_the_remote_hosts_around_every_sample(  # type: ignore[no-untyped-def]
+    lab: SSHLab, pbench, run_dir: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "pbench.toml").write_text(lab.toml())  # pbench run reads [remote] there
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "bench_tiny.py").write_text(
+        "import time\n\ndef bench_nap(sample):\n    time.sleep(1.2)\n"
+    )
+    pbench(
+        "register-tool", "--name=vmstat", "--remotes=nodeA,nodeB", "--", "--interval=1", check=True
+    )
+    proc = pbench("run", str(suite), "--samples=2", "--sysinfo=none", timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = latest_result(run_dir)
+    (bench,) = [p for p in result.iterdir() if p.is_dir() and p.name.endswith("bench_nap")]
+    for n in (1, 2):
+        for host in REMOTES:
+            csv = bench / f"sample{n}" / "tools-default" / host / "vmstat" / "vmstat.csv"
+            assert csv.stat().st_size > 0, csv
+    assert not _nothing_left(lab, 5)
+    assert not _runs_left(lab)
