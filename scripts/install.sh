@@ -16,6 +16,8 @@ declare -A needs=(
     [lsblk]=util-linux
     [setpriv]=util-linux
     [ip]=iproute2
+    [xz]=xz-utils        # move-results: multi-threaded xz
+    [chromium]=chromium  # the results server's browser tests (Playwright drives it)
 )
 
 missing=()
