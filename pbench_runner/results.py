@@ -60,9 +60,7 @@ def server_settings(url: str | None, token: str | None) -> ServerSettings:
     user_file = user_config_file()
     user = _read_toml(user_file)
     chosen_url = url or os.environ.get(SERVER_ENV) or project.get("server") or user.get("server")
-    chosen_token = (
-        token or os.environ.get(TOKEN_ENV) or project.get("token") or user.get("token")
-    )
+    chosen_token = token or os.environ.get(TOKEN_ENV) or project.get("token") or user.get("token")
     if not chosen_url:
         raise UsageError(
             f"no results server: give --server URL, set ${SERVER_ENV}, or put "
