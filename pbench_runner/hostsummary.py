@@ -99,9 +99,7 @@ def host_series(tool_dir: Path) -> dict[str, Series]:
 
 def host_activity(tool_dir: Path) -> dict[str, dict[str, float]]:
     """The activity of one host in one sample: mean and peak of each measure."""
-    return {
-        name: stat for name, series in host_series(tool_dir).items() if (stat := _stat(series))
-    }
+    return {name: stat for name, series in host_series(tool_dir).items() if (stat := _stat(series))}
 
 
 def sample_hosts(sample_dir: Path, group: str) -> dict[str, dict[str, dict[str, float]]]:

@@ -62,11 +62,12 @@ def fmt_bytes(size: int) -> str:
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "") -> str:
     """``rows`` hold HTML already escaped (cells that start with <td are kept as they are)."""
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    thead = f"<thead><tr>{head}</tr></thead>" if any(headers) else ""
     body = "".join(
         "<tr>" + "".join(c if c.startswith("<td") else f"<td>{c}</td>" for c in row) + "</tr>"
         for row in rows
     )
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return f'<table class="{cls}">{thead}<tbody>{body}</tbody></table>'
 
 
 def _seconds(stamp: str) -> float | None:
@@ -98,12 +99,13 @@ def svg_plot(points: Sequence[Sequence[Any]], title: str, unit: str) -> str:
     def y(v: float) -> float:
         return top + (1 - (v - lo) / (hi - lo)) * (height - top - bottom)
 
+    caption = title if unit in title else f"{title} ({unit})"
     line = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in timed)
     dots = "".join(f'<circle cx="{x(t):.1f}" cy="{y(v):.1f}" r="1.8"/>' for t, v in timed[:400])
     start = dt.datetime.fromtimestamp(t0).strftime("%H:%M:%S")
     end = dt.datetime.fromtimestamp(t1).strftime("%H:%M:%S")
     return (
-        f"<figure><figcaption>{esc(title)} ({esc(unit)})</figcaption>"
+        f"<figure><figcaption>{esc(caption)}</figcaption>"
         f'<svg class="plot" data-points="{len(timed)}" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="img" aria-label="{esc(title)}">'
         f'<rect x="{left}" y="{top}" width="{width - left - right}" '

@@ -38,7 +38,9 @@ def html_error_page(status: str, message: str, traceback: str, version: str) -> 
 
 
 def _num(value: Any) -> str:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f'<td class="num">{value}</td>'
+    if isinstance(value, float):
         return f'<td class="num">{esc(fmt_number(float(value)))}</td>'
     return "<td></td>"
 
