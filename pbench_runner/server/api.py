@@ -143,13 +143,23 @@ class Store:
             raise cherrypy.HTTPError(400, "compare needs two dataset ids or more: ?ids=A,B")
         return [self.visible(i, user) for i in ids]
 
-    def add(self, temp: Path, name: str, md5: str, owner: str, access: str) -> int:
-        """Index the received tarball and move it into place; returns 201 or 200."""
+    def receive(self, rfile: Any, length: int, md5: str, name: str, owner: str, access: str) -> int:
+        """Receive, check and index an upload, and move it into place; returns 201 or 200."""
+        self.incoming.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.incoming, prefix="staging-") as staging:
+
+            def consume(stream: Any) -> archive.Contents:
+                return archive.read(stream, name, Path(staging))
+
             try:
-                contents = archive.read(temp, name, Path(staging))
+                with receive(rfile, length, md5, self.incoming, consume) as got:
+                    return self._add(got.path, got.contents, name, md5, owner, access)
             except archive.NotAResult as exc:
                 raise Refused(400, str(exc)) from exc
+
+    def _add(
+        self, temp: Path, contents: archive.Contents, name: str, md5: str, owner: str, access: str
+    ) -> int:
         meta = contents.metadata
         hosts = sorted(meta.get("tools", {}).get("hosts", {}) or {})
         tools = sorted(
@@ -244,11 +254,8 @@ class API:
             raise Refused(409, f"a dataset named {name} exists already, with MD5 {taken}")
         check_room(self.store.data_dir, length, self.store.limits)
         assert length is not None
-        with (
-            self.store.in_progress.hold(name),
-            receive(request.rfile, length, md5, self.store.incoming) as temp,
-        ):
-            status = self.store.add(temp, name, md5, user, access)
+        with self.store.in_progress.hold(name):
+            status = self.store.receive(request.rfile, length, md5, name, user, access)
         return self._created(status, md5, name, "uploaded" if status == 201 else "here already")
 
     def _created(self, status: int, md5: str, name: str, message: str) -> dict[str, Any]:

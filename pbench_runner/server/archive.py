@@ -19,11 +19,11 @@ import tarfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import IO, Any, Final
 
 from pbench_runner.hostsummary import combine, host_series, sample_hosts
 from pbench_runner.stats import summarize
-from pbench_runner.tarballs import UnsafeTarball, check_member
+from pbench_runner.tarballs import CHUNK, UnsafeTarball, check_member
 
 #: the members unpacked for the index (paths inside the result directory)
 WANTED: Final = re.compile(
@@ -59,9 +59,9 @@ class Contents:
         return node if isinstance(node, str) else ""
 
 
-def read(tarball: Path, name: str, staging: Path) -> Contents:
-    """Check every member of ``tarball`` and read what the index needs."""
-    files = _unpack_wanted(tarball, name, staging)
+def read(stream: IO[bytes], name: str, staging: Path) -> Contents:
+    """Check every member of the ``.tar.xz`` in ``stream`` and read what the index needs."""
+    files = _unpack_wanted(stream, name, staging)
     root = staging / name
     try:
         metadata = json.loads((root / "metadata.json").read_text())
@@ -83,10 +83,10 @@ def read(tarball: Path, name: str, staging: Path) -> Contents:
     return Contents(metadata, doc)
 
 
-def _unpack_wanted(tarball: Path, name: str, staging: Path) -> list[list[Any]]:
+def _unpack_wanted(stream: IO[bytes], name: str, staging: Path) -> list[list[Any]]:
     files: list[list[Any]] = []
     try:
-        with tarfile.open(tarball, mode="r|xz") as tar:
+        with tarfile.open(fileobj=stream, mode="r|xz", bufsize=CHUNK) as tar:  # type: ignore[call-overload]
             for member in tar:
                 try:
                     check_member(member, staging)

@@ -1,9 +1,10 @@
 """One upload: the body streamed to a temporary file and hashed, then moved into place.
 
 The body is hashed as it arrives (in a helper thread, see
-:class:`pbench_runner.tarballs.HashingReader`) and written to a temporary
-file in ``<data-dir>/incoming/``.  Only when the MD5 matches and the tarball
-reads as a result is it renamed into ``<data-dir>/datasets/`` (the same file
+:class:`pbench_runner.tarballs.HashingReader`), written to a temporary file
+in ``<data-dir>/incoming/``, and read as a tarball by a third thread at the
+same time (:class:`Tee`), so that the body passes through memory once.
+Only when the MD5 matches and the tarball reads as a result is it renamed into ``<data-dir>/datasets/`` (the same file
 system, so the rename is atomic) and its row added to the index.  Whatever
 goes wrong on the way, the temporary file is removed: an interrupted or
 refused upload leaves nothing behind.
@@ -14,13 +15,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import queue
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, Any, Final
 
 from pbench_runner.tarballs import CHUNK, HashingReader
 
@@ -89,20 +91,96 @@ def check_room(data_dir: Path, length: int | None, limits: Limits) -> None:
         )
 
 
-@contextlib.contextmanager
-def receive(stream: IO[bytes], length: int, expected_md5: str, incoming: Path) -> Iterator[Path]:
-    """Write the body to a temporary file, checking its size and MD5; yields the file.
+class Tee:
+    """The body as a second stream, read by ``consume`` in its own thread.
 
-    The file is removed when the ``with`` block ends unless the block moved it.
+    A few chunks are in flight at most (flat memory).  When ``consume``
+    returns or fails before the end, the rest is read and dropped, so that
+    the receiving side never blocks.
+    """
+
+    def __init__(self, consume: Callable[[IO[bytes]], Any]) -> None:
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
+        self._buffer = b""
+        self._eof = False
+        self._consume = consume
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="tarball-reader", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.result = self._consume(self)  # type: ignore[arg-type]
+        except BaseException as exc:  # handed to the request thread by finish()
+            self.error = exc
+        finally:
+            while not self._eof:
+                self._next()
+
+    def _next(self) -> bytes:
+        chunk = self._chunks.get()
+        if chunk is None:
+            self._eof = True
+            return b""
+        return chunk
+
+    def read(self, size: int = -1) -> bytes:
+        while not self._eof and (size < 0 or len(self._buffer) < size):
+            chunk = self._next()
+            if not chunk:
+                break
+            self._buffer += chunk
+        if size < 0 or size >= len(self._buffer):
+            data, self._buffer = self._buffer, b""
+        else:
+            data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    def feed(self, data: bytes) -> None:
+        self._chunks.put(data)
+
+    def finish(self) -> Any:
+        """End the stream and wait for ``consume``: its result, or its exception raised."""
+        self._chunks.put(None)
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+@dataclass
+class Received:
+    path: Path
+    #: what ``consume`` made of the body
+    contents: Any
+
+
+@contextlib.contextmanager
+def receive(
+    stream: IO[bytes],
+    length: int,
+    expected_md5: str,
+    incoming: Path,
+    consume: Callable[[IO[bytes]], Any],
+) -> Iterator[Received]:
+    """Write the body to a temporary file while it is hashed and ``consume`` reads it.
+
+    Checks the size and the MD5 first, then hands on ``consume``'s result
+    (or raises its exception).  The file is removed when the ``with`` block
+    ends unless the block moved it.
     """
     incoming.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=incoming, suffix=".part")
     temp = Path(name)
     reader = HashingReader(stream, length)
+    tee = Tee(consume)
+    finished = False
     try:
         try:
             with os.fdopen(fd, "wb") as out:
                 while data := reader.read(CHUNK):
+                    tee.feed(data)
                     out.write(data)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -113,7 +191,11 @@ def receive(stream: IO[bytes], length: int, expected_md5: str, incoming: Path) -
         md5 = reader.hexdigest()
         if md5 != expected_md5:
             raise Refused(400, f"MD5 mismatch: received {md5}, Content-MD5 says {expected_md5}")
-        yield temp
+        finished = True
+        yield Received(temp, tee.finish())
     finally:
+        if not finished:
+            with contextlib.suppress(BaseException):
+                tee.finish()
         reader.close()
         temp.unlink(missing_ok=True)
