@@ -126,11 +126,9 @@ class Tee:
         return chunk
 
     def read(self, size: int = -1) -> bytes:
-        while not self._eof and (size < 0 or len(self._buffer) < size):
-            chunk = self._next()
-            if not chunk:
-                break
-            self._buffer += chunk
+        """At most ``size`` bytes, maybe fewer (as a raw stream); b"" only at the end."""
+        if not self._buffer and not self._eof:
+            self._buffer = self._next()
         if size < 0 or size >= len(self._buffer):
             data, self._buffer = self._buffer, b""
         else:
