@@ -86,7 +86,7 @@ def read(stream: IO[bytes], name: str, staging: Path) -> Contents:
 def _unpack_wanted(stream: IO[bytes], name: str, staging: Path) -> list[list[Any]]:
     files: list[list[Any]] = []
     try:
-        with tarfile.open(fileobj=stream, mode="r|xz", bufsize=CHUNK) as tar:  # type: ignore[call-overload]
+        with tarfile.open(fileobj=stream, mode="r|xz", bufsize=CHUNK) as tar:
             for member in tar:
                 try:
                     check_member(member, staging)

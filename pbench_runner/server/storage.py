@@ -178,8 +178,19 @@ class Index:
             )
 
     def _row(self, row: Sequence[Any], doc: str | None = None) -> Dataset:
+        (ident, name, owner, access, controller, config, benchmark, date, status) = row[:9]
         return Dataset(
-            *row[:11],
+            id=ident,
+            name=name,
+            owner=owner,
+            access=access,
+            controller=controller,
+            config=config,
+            benchmark=benchmark,
+            date=date,
+            status=status,
+            size=int(row[9]),
+            uploaded=row[10],
             hosts=json.loads(row[11]),
             tools=json.loads(row[12]),
             doc=json.loads(doc) if doc is not None else None,
