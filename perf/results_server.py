@@ -29,7 +29,6 @@ import os
 import statistics
 import struct
 import subprocess
-import sys
 import tarfile
 import tempfile
 import time
@@ -38,10 +37,12 @@ from pathlib import Path
 from typing import IO
 
 import requests
+from _common import peak_rss_mib
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from pbench_runner import procs, results
+from pbench_runner import results
+from pbench_runner.server.app import open_index
+from pbench_runner.server.auth import create_token
+from pbench_runner.server.process import running_server
 from pbench_runner.server.storage import Dataset, SQLiteIndex, now
 from pbench_runner.tarballs import md5_file
 
@@ -149,69 +150,8 @@ def make_tarball(base: Path, name: str, size_mib: int) -> Path:
     return target
 
 
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-class Server:
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.log = data_dir.parent / f"{data_dir.name}.log"
-
-    def __enter__(self) -> Server:
-        with open(self.log, "wb") as fh:
-            self.proc = procs.spawn(
-                [
-                    sys.executable,
-                    "-m",
-                    "pbench_runner",
-                    "server",
-                    "--port",
-                    "0",
-                    "--data-dir",
-                    str(self.data_dir),
-                ],
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-            )
-        found: list[str] = []
-
-        def up() -> bool:
-            found[:] = [w for w in self.log.read_text().split() if w.startswith("http://")]
-            return bool(found)
-
-        if not procs.wait_until(up, 30):
-            procs.stop(self.proc)
-            raise SystemExit(f"the server did not start: {procs.tail(self.log, 20)}")
-        self.url = found[0]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        procs.stop(self.proc, timeout=10)
-
-
 def token(data_dir: Path, user: str) -> str:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pbench_runner",
-            "server",
-            "token",
-            "create",
-            "--user",
-            user,
-            "--data-dir",
-            str(data_dir),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return out.stdout.strip().splitlines()[-1]
+    return create_token(open_index(data_dir), user)
 
 
 def bench_upload(base: Path, size_mib: int, repeat: int) -> dict[str, object]:
@@ -226,7 +166,7 @@ def bench_upload(base: Path, size_mib: int, repeat: int) -> dict[str, object]:
     data_dir = base / "upload-data"
     tok = token(data_dir, "perf")
     put_s = []
-    with Server(data_dir) as srv:
+    with running_server(data_dir, data_dir.with_suffix(".log")) as srv:
         settings = results.ServerSettings(srv.url, tok)
         for _ in range(repeat):
             t0 = time.perf_counter()
@@ -315,7 +255,7 @@ def bench_listing(base: Path, count: int) -> dict[str, object]:
     t0 = time.perf_counter()
     fill(SQLiteIndex(data_dir / "index.sqlite"), count)
     fill_s = time.perf_counter() - t0
-    with Server(data_dir) as srv:
+    with running_server(data_dir, data_dir.with_suffix(".log")) as srv:
         total = requests.get(f"{srv.url}/api/v1/datasets", timeout=60).json()["total"]
         assert total == count, total
         return {

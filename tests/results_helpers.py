@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import re
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,7 +15,8 @@ from typing import Any
 
 import requests
 
-from pbench_runner import procs, results
+from pbench_runner import results
+from pbench_runner.server.process import running_server
 
 
 @dataclass
@@ -73,8 +74,10 @@ class ResultsServer:
 
     def leftovers(self) -> list[Path]:
         """Files an upload left in ``incoming/`` (there should be none between uploads)."""
-        incoming = self.data_dir / "incoming"
-        return sorted(incoming.rglob("*")) if incoming.exists() else []
+        found: list[Path] = []
+        for top, dirs, files in os.walk(self.data_dir / "incoming"):  # tolerates removals
+            found += [Path(top, name) for name in dirs + files]
+        return sorted(found)
 
 
 def results_md5(path: Path) -> str:
@@ -87,35 +90,8 @@ def results_md5(path: Path) -> str:
 def results_server(base: Path, *options: str) -> Iterator[ResultsServer]:
     """``pbench server --port 0`` on 127.0.0.1; stopped (and checked gone) at the end."""
     data_dir = base / "server-data"
-    log = base / "server.log"
-    with open(log, "wb") as fh:
-        proc = procs.spawn(
-            [
-                sys.executable,
-                "-m",
-                "pbench_runner",
-                "server",
-                "--port",
-                "0",
-                "--data-dir",
-                str(data_dir),
-                *options,
-            ],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        found: list[str] = []
-
-        def listening() -> bool:
-            found[:] = re.findall(r"listening on (http://\S+)", log.read_text())
-            return bool(found) or proc.poll() is not None
-
-        assert procs.wait_until(listening, 20), procs.tail(log, 20)
-        assert found, f"the server exited {proc.returncode}: {procs.tail(log, 20)}"
-        yield ResultsServer(found[0], data_dir, log, proc)
-    finally:
-        procs.stop(proc, timeout=5)
+    with running_server(data_dir, base / "server.log", *options) as srv:
+        yield ResultsServer(srv.url, data_dir, srv.log, srv.proc)
 
 
 def make_result(

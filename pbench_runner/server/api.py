@@ -44,12 +44,6 @@ SUFFIX: Final = ".tar.xz"
 MAX_LIST: Final = 10000
 
 
-def json_error_page(status: str, message: str, traceback: str, version: str) -> str:
-    cherrypy.response.headers["Content-Type"] = "application/json"
-    code = int(status.split()[0]) if status[:3].isdigit() else 500
-    return json.dumps({"status": code, "message": message})
-
-
 def _json(body: Any) -> bytes:
     cherrypy.response.headers["Content-Type"] = "application/json"
     return json.dumps(body).encode()
@@ -209,11 +203,6 @@ class API:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.index = store.index
-
-    @cherrypy.expose
-    @cherrypy.tools.json_out()
-    def ping(self) -> dict[str, Any]:
-        return {"ok": True}
 
     @cherrypy.expose
     @cherrypy.tools.json_out()

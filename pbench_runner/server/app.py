@@ -17,11 +17,11 @@ from types import FrameType
 from typing import Final
 
 import cherrypy
-import cherrypy._cpserver
-from cherrypy._cpwsgi_server import CPWSGIServer
 
+from pbench_runner import cpserver
+from pbench_runner.cpserver import json_error_page
 from pbench_runner.errors import UsageError
-from pbench_runner.server.api import API, Store, json_error_page
+from pbench_runner.server.api import API, Store
 from pbench_runner.server.receive import Limits
 from pbench_runner.server.storage import SQLiteIndex
 
@@ -49,26 +49,6 @@ def open_index(data_dir: Path) -> SQLiteIndex:
         raise UsageError(f"cannot use the data directory {data_dir}: {exc}") from exc
 
 
-class _Server(cherrypy._cpserver.Server):  # type: ignore[misc]
-    """Checks more often than CherryPy's 0.1 s that the HTTP server is up."""
-
-    def wait(self) -> None:
-        import time
-
-        deadline = time.monotonic() + 10.0
-        while not getattr(self.httpserver, "ready", False):
-            if self.interrupt:
-                raise self.interrupt
-            if time.monotonic() > deadline:
-                raise RuntimeError("the results server's HTTP server did not start within 10 s")
-            time.sleep(0.005)
-
-
-class _HTTPServer(CPWSGIServer):  # type: ignore[misc]
-    # notice a stop request within 0.05 s rather than 0.5 s
-    expiration_interval = 0.05
-
-
 def serve(opts: ServerOptions) -> int:
     """Run the server in this process until SIGINT or SIGTERM."""
     from pbench_runner.server.views import Pages, html_error_page
@@ -83,36 +63,16 @@ def serve(opts: ServerOptions) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    cherrypy.server.unsubscribe()
-    cherrypy.server = _Server()
-    cherrypy.server.subscribe()
-    cherrypy.config.update(
-        {
-            "environment": "production",
-            "log.screen": False,
-            "log.access_file": "",
-            "engine.autoreload.on": False,
-            "server.socket_host": opts.host,
-            "server.socket_port": opts.port,
-            "server.thread_pool": opts.threads,
-            "server.socket_queue_size": 128,
-            "server.max_request_body_size": 0,
-            "server.socket_timeout": 60,
-            "checker.on": False,
-            "request.show_tracebacks": False,
-        }
-    )
+    cpserver.configure(opts.host, opts.port, opts.threads, 128)
     cherrypy.tree.mount(API(store), "/api/v1", {"/": {"error_page.default": json_error_page}})
     cherrypy.tree.mount(Pages(store), "/", {"/": {"error_page.default": html_error_page}})
-    cherrypy.server.httpserver = _HTTPServer(cherrypy.server)
     try:
-        cherrypy.engine.start()
+        url = cpserver.start()
     except Exception as exc:
         cherrypy.engine.exit()
         raise UsageError(f"cannot listen on {opts.host}:{opts.port}: {exc}") from exc
     try:
-        host, port = cherrypy.server.bound_addr[:2]
-        print(f"pbench server: listening on http://{host}:{port} (data in {data_dir})", flush=True)
+        print(f"pbench server: listening on {url} (data in {data_dir})", flush=True)
         while not stopping.wait(0.2):
             pass
     finally:
