@@ -354,3 +354,13 @@ def test_when_the_disk_cannot_hold_it_gets_507(tmp_path: Path) -> None:
         assert resp.status_code == 507
         assert "not enough space" in resp.json()["message"]
         assert srv.leftovers() == []
+
+
+def test_what_a_killed_server_left_of_an_upload_is_removed_at_start(tmp_path: Path) -> None:
+    incoming = tmp_path / "server-data" / "incoming"
+    (incoming / "staging-abc" / "run").mkdir(parents=True)
+    (incoming / "tmp123.part").write_bytes(b"half a tarball")
+    (incoming / "keep.txt").write_text("not ours")
+    with results_server(tmp_path) as srv:
+        assert sorted(p.name for p in incoming.iterdir()) == ["keep.txt"]
+        assert "cut short" in srv.log.read_text()

@@ -10,4 +10,5 @@
     auth.py      users and their tokens (stored hashed)
     views.py     the web pages (server-rendered HTML)
     templates.py the page layout, its style sheet, and the SVG plots
+    process.py   ``pbench server`` as a child process (tests, benchmarks, scripts)
 """

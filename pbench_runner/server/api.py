@@ -123,6 +123,23 @@ class Store:
         self.incoming = data_dir / "incoming"
         self.in_progress = InProgress()
 
+    def clean_incoming(self) -> list[str]:
+        """Remove what uploads cut short by a crash or a kill left in ``incoming/``."""
+        removed: list[str] = []
+        if not self.incoming.is_dir():
+            return removed
+        for entry in sorted(self.incoming.iterdir()):
+            if entry.is_symlink():
+                continue
+            if entry.is_dir() and entry.name.startswith("staging-"):
+                shutil.rmtree(entry)
+            elif entry.is_file() and entry.name.endswith(".part"):
+                entry.unlink()
+            else:
+                continue
+            removed.append(entry.name)
+        return removed
+
     def tarball(self, ds: Dataset) -> Path:
         return self.data_dir / "datasets" / ds.id / f"{ds.name}{SUFFIX}"
 

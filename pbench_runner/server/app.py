@@ -56,6 +56,8 @@ def serve(opts: ServerOptions) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s server %(levelname)s %(message)s")
     data_dir = opts.data_dir.absolute()
     store = Store(data_dir, open_index(data_dir), Limits(opts.max_size, opts.reserve))
+    for name in store.clean_incoming():
+        log.info("removed %s, left by an upload that was cut short", store.incoming / name)
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
