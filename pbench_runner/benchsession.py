@@ -10,6 +10,7 @@ Registered by the pytest plugin when ``--pbench-run`` is on.  Result layout::
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -28,6 +29,7 @@ from pbench_runner.config import run_dir as resolve_run_dir
 from pbench_runner.controller import Controller
 from pbench_runner.errors import PbenchError, UsageError
 from pbench_runner.hostsummary import combine, sample_hosts
+from pbench_runner.progress import RunProgress
 from pbench_runner.pytest_plugin import handle_of
 from pbench_runner.resultdir import RunMetadata, make_result_dir
 from pbench_runner.stats import summarize
@@ -73,6 +75,11 @@ class BenchSession:
         self.meta: RunMetadata | None = None
         self.iterations: list[dict[str, Any]] = []
         self.problems: list[str] = []
+        capman = config.pluginmanager.getplugin("capturemanager")
+        self.progress = RunProgress(
+            enabled=not opt("pbench_no_progress"),
+            suspend=capman.global_and_fixture_disabled if capman else contextlib.nullcontext,
+        )
 
     # --- the session --------------------------------------------------------------
 
@@ -102,12 +109,20 @@ class BenchSession:
                 self.ctl.stop(quiet=True)
             pytest.exit(f"pbench: {exc}", returncode=4)
 
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        total = 0
+        for item in session.items:
+            marker = item.get_closest_marker("pbench")
+            total += int((marker.kwargs.get("samples") if marker else None) or self.samples)
+        self.progress.begin(total)
+
     def _sysinfo(self, when: str) -> None:
         if self.ctl is not None:
             self.problems.extend(self.ctl.collect_sysinfo(when, self.sysinfo))
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        self.progress.end()
         if self.meta is None:
             return
         if self.ctl is not None:
@@ -161,7 +176,11 @@ class BenchSession:
         }
         self.iterations.append(iteration)
         failure: BaseException | None = None
+        sysinfo = str(mk.get("sysinfo") or "none")
+        if ctl is not None:  # this benchmark's own sysinfo, around its samples
+            self.problems.extend(ctl.collect_sysinfo("beg", sysinfo, base=iteration_dir))
         for w in range(1, warmup + 1):
+            self.progress.sample(pyfuncitem.name, "warm-up", w, warmup)
             record, failure = self._sample(
                 pyfuncitem, handle, kwargs, iteration_dir / f"warmup{w}", w, None, timeout
             )
@@ -170,6 +189,7 @@ class BenchSession:
         for n in range(1, samples + 1):
             if failure is not None:
                 break
+            self.progress.sample(pyfuncitem.name, "sample", n, samples)
             record, failure = self._sample(
                 pyfuncitem,
                 handle,
@@ -181,6 +201,8 @@ class BenchSession:
             )
             iteration["samples"].append(record)
         iteration["status"] = "failed" if failure is not None else "ok"
+        if ctl is not None:
+            self.problems.extend(ctl.collect_sysinfo("end", sysinfo, base=iteration_dir))
         self._summarize(iteration, iteration_dir)
         if failure is not None:
             raise failure
@@ -204,6 +226,7 @@ class BenchSession:
         try:
             if ctl is not None:
                 ctl.run_action("start", directory)
+            self.progress.phase("running")
             began, cpu0 = time.perf_counter(), _cpu()
             try:
                 with _deadline(timeout, item.name):
@@ -217,6 +240,7 @@ class BenchSession:
             handle.current = None
             if ctl is not None:
                 for verb in ("stop", "send"):  # whatever happened: stop, and keep the data
+                    self.progress.phase(f"{verb}-tools")
                     try:
                         ctl.run_action(verb, directory)
                     except PbenchError as exc:
@@ -233,6 +257,9 @@ class BenchSession:
             "tools": ctl.group.name if ctl is not None else None,
         }
         (directory / "result.json").write_text(json.dumps(record, indent=2) + "\n")
+        self.progress.sample_done(
+            "ok" if failure is None else "failed", wall, counted=directory.name.startswith("sample")
+        )
         return record, failure
 
     def _controller(self, group: str) -> Controller | None:

@@ -14,6 +14,7 @@ key / channel                          written by → read by
 ``report:<id>`` (hash) + ``report``    meisters → sink (one field per host)
 ``result:<id>`` (key) + ``result``     sink → controller
 ``alive:<name>`` (key with TTL)        sink, meisters → sink, controller
+``collected:<id>`` (key)               sink → meisters (collectors stopped)
 ====================================  =========================================
 
 The ``action`` key holds the latest action as well as being published, so a
@@ -82,6 +83,10 @@ class Keys:
 
     def result(self, action_id: str) -> str:
         return f"{self.prefix}result:{action_id}"
+
+    def collected(self, action_id: str) -> str:
+        """Set by the sink once its collectors have stopped for a stop action."""
+        return f"{self.prefix}collected:{action_id}"
 
     @property
     def result_channel(self) -> str:

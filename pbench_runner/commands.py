@@ -63,7 +63,7 @@ def list_tools(rdir: Path, args: argparse.Namespace, tail: list[str], _: Deadlin
         for name, spec in sorted(registry.specs.items()):
             if args.name and args.name != name:
                 continue
-            missing = spec.missing_programs()
+            missing = {**spec.missing_programs(), **spec.missing_collector_programs()}
             state = (
                 "ready"
                 if not missing
@@ -71,7 +71,8 @@ def list_tools(rdir: Path, args: argparse.Namespace, tail: list[str], _: Deadlin
                 + ", ".join(f"{prog} (package {pkg})" for prog, pkg in missing.items())
             )
             aliases = f" (alias {', '.join(spec.aliases)})" if spec.aliases else ""
-            print(f"{name}{aliases}  [{spec.kind}]  {spec.summary}  -- {state}")
+            kind = f"{spec.kind}, recorded on the controller" if spec.collector else spec.kind
+            print(f"{name}{aliases}  [{kind}]  {spec.summary}  -- {state}")
             for opt in spec.options:
                 default = f" (default {opt.default})" if opt.default is not None else ""
                 print(f"    --{opt.name}{default}  {opt.help}")

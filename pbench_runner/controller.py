@@ -123,6 +123,7 @@ class Controller:
                 {
                     "run_id": self.run_id,
                     "hosts": self.hosts,
+                    "tools": {h: self.group.hosts[h].tools for h in self.hosts},
                     "token": token,
                     "bind": "127.0.0.1",
                     "deadlines": deadlines,
@@ -322,15 +323,18 @@ class Controller:
                 missing = [h for h in self.hosts if h not in answered]
                 raise DeadlineExceeded(verb, timeout, missing)
 
-    def collect_sysinfo(self, when: str, selection: str) -> list[str]:
-        """Sysinfo into ``<result dir>/sysinfo/<when>/<host>/``; the problems seen.
+    def collect_sysinfo(self, when: str, selection: str, base: Path | None = None) -> list[str]:
+        """Sysinfo into ``<base>/sysinfo/<when>/<host>/``; the problems seen.
 
-        ``selection`` is a ``--sysinfo`` value; ``none`` collects nothing.  A
-        host's failure is reported, never raised: sysinfo never fails a run.
+        ``base`` is the result directory unless given (one benchmark's
+        directory).  ``selection`` is a ``--sysinfo`` value; ``none`` collects
+        nothing.  A host's failure is reported, never raised: sysinfo never
+        fails a run.
         """
         if selection == "none":
             return []
-        result = self.publish("sysinfo", self.result_dir / "sysinfo" / when, {"sysinfo": selection})
+        directory = (base or self.result_dir) / "sysinfo" / when
+        result = self.publish("sysinfo", directory, {"sysinfo": selection})
         return [
             f"sysinfo ({when}) on host {host}: {'; '.join(errors)}"
             for host, errors in result.failures().items()

@@ -2,12 +2,14 @@
 
 For each host: CPU busy % (mean and peak), memory used (MiB), disk and
 network throughput (KiB/s), from whichever tools ran: sar first, then
-vmstat / mpstat / iostat.  Loopback traffic is not counted.
+vmstat / mpstat / iostat, then PCP and node_exporter (whose collectors write
+``activity.csv`` in the same units).  Loopback traffic is not counted.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -16,6 +18,29 @@ from typing import Any
 
 Rows = list[dict[str, str]]
 Series = list[tuple[str, float]]
+
+#: the columns of ``<host>/<tool>/activity.csv``, written by persistent tools
+ACTIVITY_COLUMNS = ("timestamp", "cpu_busy_pct", "mem_used_mib", "disk_kib_s", "net_kib_s", "load1")
+#: tools whose activity.csv is read, in order of preference
+ACTIVITY_TOOLS = ("pcp", "node_exporter")
+#: directories beside the hosts' that hold data of the whole group
+SHARED_DIRS = frozenset({"prometheus"})
+
+
+def write_activity(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Write a host's activity over time; empty cells for what was not measured."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        out = csv.DictWriter(fh, ACTIVITY_COLUMNS, extrasaction="ignore")
+        out.writeheader()
+        for row in rows:
+            out.writerow(
+                {k: ("" if row.get(k) is None else _fmt(row[k])) for k in ACTIVITY_COLUMNS}
+            )
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def _rows(path: Path) -> Rows:
@@ -94,6 +119,11 @@ def host_series(tool_dir: Path) -> dict[str, Series]:
         lambda r: (_num(r, "rxkB/s") or 0) + (_num(r, "txkB/s") or 0),
         lambda r: r.get("IFACE") != "lo",
     )
+    for tool in ACTIVITY_TOOLS:
+        rows = _rows(tool_dir / tool / "activity.csv")
+        for measure in ACTIVITY_COLUMNS[1:5]:
+            if not found.get(measure):
+                found[measure] = _per_time(rows, functools.partial(_num, key=measure))
     return {k: v for k, v in found.items() if v}
 
 
@@ -107,7 +137,11 @@ def sample_hosts(sample_dir: Path, group: str) -> dict[str, dict[str, dict[str, 
     base = sample_dir / f"tools-{group}"
     if not base.is_dir():
         return {}
-    return {host.name: host_activity(host) for host in sorted(base.iterdir()) if host.is_dir()}
+    return {
+        host.name: host_activity(host)
+        for host in sorted(base.iterdir())
+        if host.is_dir() and host.name not in SHARED_DIRS
+    }
 
 
 def combine(per_sample: Iterable[dict[str, dict[str, dict[str, float]]]]) -> dict[str, Any]:

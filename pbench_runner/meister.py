@@ -247,6 +247,7 @@ class ToolMeister:
                 group=action.group,
                 options=options,
                 outdir=base / name,
+                address=str(self.config.get("tool_address", "127.0.0.1")),
             )
             try:
                 tool = spec.factory(ctx)
@@ -263,12 +264,29 @@ class ToolMeister:
         if tools is None:
             errors.append(f"host {self.host}: no tools were started for {action.directory}")
             return
-        for name, tool in tools.items():  # every tool is reached even if one fails
+        recorded = [n for n in tools if self.specs[n].collector is not None]
+        # Tools that the sink records (pmcd, node_exporter) stop last, once the
+        # sink's collectors have taken their final records.
+        for name in sorted(tools, key=lambda n: n in recorded):
+            if name == (recorded[0] if recorded else None):
+                self._wait_for_collectors(action, errors)
             try:
-                tool.stop()
-            except Exception as exc:
+                tools[name].stop()
+            except Exception as exc:  # every tool is reached even if one fails
                 errors.append(_tool_error(self.host, name, "stop", exc))
         self.stopped[action.directory] = tools
+
+    def _wait_for_collectors(self, action: bus.Action, errors: list[str]) -> None:
+        deadline = time.monotonic() + float(action.args.get("timeout", 60.0)) / 2
+        key = self.keys.collected(action.id)
+        while not self.client.exists(key):
+            if time.monotonic() > deadline:
+                errors.append(
+                    f"host {self.host}: the Tool Data Sink did not stop its collectors in time; "
+                    "stopping this host's persistent tools anyway"
+                )
+                return
+            time.sleep(0.02)
 
     def _do_send(self, action: bus.Action, errors: list[str], info: dict[str, Any]) -> None:
         if action.directory in self.running:

@@ -18,9 +18,10 @@ import pytest
 from pbench_runner.bench import SampleHandle
 
 MARKER = (
-    "pbench(samples=None, warmup=None, tool_group=None, timeout=None, tools=True): "
-    "how pbench runs this benchmark: number of samples and warm-up runs, the tool "
-    "group around each sample, a per-sample timeout in seconds, or no tools at all"
+    "pbench(samples=None, warmup=None, tool_group=None, timeout=None, tools=True, "
+    "sysinfo=None): how pbench runs this benchmark: number of samples and warm-up runs, "
+    "the tool group around each sample, a per-sample timeout in seconds, no tools at "
+    "all, or sysinfo items collected before and after it (into its own directory)"
 )
 
 
@@ -37,6 +38,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--pbench-json", default=None, help="also write the results here")
     group.addoption("--pbench-plugin", action="append", default=[], help="pbench plugins")
     group.addoption("--pbench-result-file", default=None, help="write the result dir's path here")
+    group.addoption("--pbench-no-progress", action="store_true", help="no progress display")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -7,12 +7,23 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pbench_runner.config import project_settings, run_dir
+from pbench_runner.errors import UsageError
 from pbench_runner.exitcodes import ExitCode
 
 #: discovery defaults, overridable in [tool.pbench] or pbench.toml
 DISCOVERY = {"files": "bench_*.py", "functions": "bench_*", "classes": "Bench*"}
+#: run options whose defaults [tool.pbench] or pbench.toml may set: name -> (type, default)
+RUN_DEFAULTS: dict[str, tuple[type, Any]] = {
+    "samples": (int, 3),
+    "warmup": (int, 0),
+    "tool_group": (str, "default"),
+    "sysinfo": (str, "default"),
+    "timeout": (float, None),
+    "fail_on": (list, []),
+}
 
 
 def add_parser(
@@ -23,12 +34,14 @@ def add_parser(
     p = sub.add_parser("run", help="run benchmark files like tests, tools around every sample")
     p.add_argument("paths", nargs="*", help="files or directories (default: benchmarks/)")
     common(p)
-    p.add_argument("--samples", type=int, default=3, help="samples per benchmark (default 3)")
-    p.add_argument("--warmup", type=int, default=0, help="unrecorded runs before the samples")
-    p.add_argument("--tool-group", default="default", help="tools to run around every sample")
+    # Defaults of None are filled from [tool.pbench] / pbench.toml, then RUN_DEFAULTS.
+    p.add_argument("--samples", type=int, help="samples per benchmark (default 3)")
+    p.add_argument("--warmup", type=int, help="unrecorded runs before the samples (default 0)")
+    p.add_argument("--tool-group", help="tools to run around every sample (default: default)")
     p.add_argument("--config", default="", help="a name for this configuration")
-    p.add_argument("--sysinfo", default="default", help="default, all, none or item,item")
+    p.add_argument("--sysinfo", help="default, all, none or item,item (default: default)")
     p.add_argument("--timeout", type=float, help="seconds a sample may take")
+    p.add_argument("--no-progress", action="store_true", help="no progress display")
     p.add_argument("--json", dest="json_path", help="also write the results to this file")
     p.add_argument("--save", help="remember this run under a name (and as 'latest')")
     p.add_argument("--compare", help="a baseline: result directory, saved name, or latest")
@@ -49,10 +62,37 @@ def _fail_on(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--fail-on",
         action="append",
-        default=[],
         metavar="METRIC:±N%",
         help="exit 3 when METRIC changes past N %% against the baseline (repeatable)",
     )
+
+
+def apply_defaults(args: argparse.Namespace, settings: dict[str, Any], source: str) -> None:
+    """Fill options not given on the command line from the project's settings.
+
+    Keys may be spelled ``tool_group`` or ``tool-group``; a value of the wrong
+    type is refused with the file and the key.
+    """
+    for name, (kind, default) in RUN_DEFAULTS.items():
+        if getattr(args, name, None) not in (None, []):
+            continue
+        value = settings.get(name, settings.get(name.replace("_", "-"), default))
+        if kind is list and isinstance(value, str):
+            value = [value]
+        if value is not None and not _is(value, kind):
+            raise UsageError(
+                f"{source}: {name.replace('_', '-')} = {value!r} must be "
+                f"{'a list of strings' if kind is list else 'a ' + kind.__name__}"
+            )
+        setattr(args, name, kind(value) if kind is float and value is not None else value)
+
+
+def _is(value: Any, kind: type) -> bool:
+    if kind is list:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, kind) and not isinstance(value, bool)
 
 
 def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
@@ -75,6 +115,8 @@ def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
     ]
     if args.timeout:
         argv.append(f"--pbench-timeout={args.timeout}")
+    if args.no_progress:
+        argv.append("--pbench-no-progress")
     if args.json_path:
         argv.append(f"--pbench-json={Path(args.json_path).absolute()}")
     argv.append(f"--pbench-result-file={args.result_file}")
@@ -90,6 +132,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
 
     from pbench_runner import compare
 
+    apply_defaults(args, project_settings(), "[tool.pbench] in pyproject.toml or pbench.toml")
     if args.samples < 1:
         print("pbench: error: --samples must be 1 or more", file=sys.stderr)
         return ExitCode.USAGE_ERROR
@@ -161,7 +204,7 @@ def compare_runs(args: argparse.Namespace) -> int:
         found = compare.changes(base, compare.load(other))
         print(f"{runs[0].name} -> {other.name}")
         print("\n".join(compare.table(found)))
-        for message in compare.regressions(found, args.fail_on):
+        for message in compare.regressions(found, args.fail_on or []):
             print(f"pbench: regression: {message}", file=sys.stderr)
             status = ExitCode.REGRESSION
     return status

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import tarfile
 import threading
@@ -32,8 +33,9 @@ import cherrypy
 import redis
 
 from pbench_runner import bus, cpserver, procs
+from pbench_runner.collectors import Collectors
 from pbench_runner.heartbeat import Heartbeat
-from pbench_runner.pluginmanager import get_plugin_manager, notify
+from pbench_runner.pluginmanager import get_plugin_manager, notify, tool_registry
 from pbench_runner.sinkhttp import DataAPI, Upload
 
 log = logging.getLogger("pbench.sink")
@@ -50,6 +52,10 @@ class Tracker:
     deadline: float
     reports: dict[str, bus.Report] = field(default_factory=dict)
     lost: dict[str, str] = field(default_factory=dict)
+    #: the sink's own errors (its collectors), by host or ``bus.SINK``
+    sink_errors: dict[str, list[str]] = field(default_factory=dict)
+    #: a start action's collectors have been started
+    collecting: bool = False
 
     def add(self, report: bus.Report) -> None:
         if report.host in self.expected:
@@ -63,6 +69,8 @@ class Tracker:
         hosts = {host: list(rep.errors) for host, rep in self.reports.items()}
         for host, why in self.lost.items():
             hosts[host] = [why]
+        for host, errs in self.sink_errors.items():
+            hosts.setdefault(host, []).extend(errs)
         missing = self.outstanding() if timed_out else []
         info = {host: rep.info for host, rep in self.reports.items()}
         ok = not missing and all(not errs for errs in hosts.values())
@@ -88,6 +96,7 @@ class ToolDataSink:
         self.config: dict[str, Any] = json.loads(raw)
         self.hosts = frozenset(self.config["hosts"])
         self.pm = get_plugin_manager(self.config.get("plugins", ()))
+        self.collectors = Collectors(tool_registry(self.pm), self.config.get("tools", {}))
         self.tracker: Tracker | None = None
         self.last_seq = 0
         #: reports that arrived before the sink saw their action
@@ -166,6 +175,13 @@ class ToolDataSink:
             )
         timeout = float(action.args.get("timeout", 60.0))
         self.tracker = Tracker(action, self.hosts, time.monotonic() + timeout)
+        if action.action == "stop":
+            # The hosts stop their persistent tools only once this key says
+            # that recording is over, so the last records are not lost.
+            self.tracker.sink_errors.update(self.collectors.stop(action.directory))
+            self.client.set(self.keys.collected(action.id), "1", ex=3600)
+        elif action.action == "terminate":
+            self.tracker.sink_errors.update(self.collectors.stop_all())
         for report in self.early.pop(action.id, []):
             self.tracker.add(report)
         if action.action in ("send", "sysinfo"):
@@ -211,9 +227,15 @@ class ToolDataSink:
 
     def _finish(self, timed_out: bool, reason: str = "") -> None:
         assert self.tracker is not None
+        action = self.tracker.action
+        if action.action == "start" and not self.tracker.collecting:
+            # Every host that answered has its tools up: now record them.
+            self.tracker.collecting = True
+            self.tracker.sink_errors.update(
+                self.collectors.start(action.directory, action.group, self.tracker.reports)
+            )
         result = self.tracker.result(timed_out)
         result.reason = reason
-        action = self.tracker.action
         payload = result.dumps()
         pipe = self.client.pipeline(transaction=False)
         pipe.set(self.keys.result(action.id), payload, ex=24 * 3600)
@@ -251,6 +273,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     sink = ToolDataSink(args.redis, args.run_id)
+    missing = sink.collectors.missing_programs(f"{socket.gethostname()} (the controller)")
+    if missing:
+        bus.mark_ready(sink.client, sink.keys, bus.SINK, False, {}, missing)
+        log.error("%s", "; ".join(missing))
+        return 2
     _stop_on_signal(sink)
     bind = sink.config.get("bind", "127.0.0.1")
     threads = max(10, min(64, len(sink.hosts) + 4))
@@ -263,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
             log.info("listening on %s", url)
             sink.serve()
     finally:
+        for who, errs in sink.collectors.stop_all().items():
+            log.error("%s: %s", who, "; ".join(errs))
         cherrypy.engine.exit()
     return 0
 

@@ -163,10 +163,22 @@ class DataAPI:
 
 
 def _publish(staging: Path, dest: Path) -> None:
-    """Move what was received into ``dest``; a re-sent entry replaces the old one."""
+    """Merge what was received into ``dest``; a re-sent file replaces the old one.
+
+    Directories are merged, not replaced: the sink's own collectors (pmlogger)
+    write into the same host directory as the meister's data.
+    """
     dest.mkdir(parents=True, exist_ok=True)
     for entry in staging.iterdir():
         target = dest / entry.name
+        if (
+            entry.is_dir()
+            and not entry.is_symlink()
+            and target.is_dir()
+            and not target.is_symlink()
+        ):
+            _publish(entry, target)
+            continue
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
         elif target.exists() or target.is_symlink():

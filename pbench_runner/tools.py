@@ -72,6 +72,8 @@ class ToolContext:
     group: str
     options: Mapping[str, OptionValue]
     outdir: Path
+    #: the address a persistent tool's server listens on, for the sink to reach
+    address: str = "127.0.0.1"
 
 
 class Tool(Protocol):
@@ -91,6 +93,51 @@ ToolFactory = Callable[[ToolContext], Tool]
 
 
 @dataclass(frozen=True)
+class Target:
+    """One host's persistent tool, as its meister reported it at start."""
+
+    host: str
+    options: Mapping[str, OptionValue]
+    #: what the tool's ``start`` returned on that host (its address and port)
+    facts: Mapping[str, Any]
+
+    @property
+    def endpoint(self) -> str:
+        """``address:port`` of the host's tool, as the sink reaches it."""
+        return f"{self.facts.get('address', '127.0.0.1')}:{self.facts['port']}"
+
+
+@dataclass(frozen=True)
+class CollectorContext:
+    """What a collector on the Tool Data Sink gets to know."""
+
+    tool: str
+    group: str
+    #: ``<sample>/tools-<group>``: per-host data goes in ``<host>/<tool>/``
+    tool_dir: Path
+    #: every host that runs the tool, in host order
+    targets: Sequence[Target]
+
+
+class Collector(Protocol):
+    """Runs on the Tool Data Sink while a persistent tool runs on the hosts.
+
+    pmlogger records each host's pmcd; Prometheus scrapes every host's
+    node_exporter.  ``start`` is called once every host has started its
+    tools; ``stop`` as soon as the stop action arrives.
+    """
+
+    def start(self) -> None:
+        """Begin recording from every target into ``ctx.tool_dir``."""
+
+    def stop(self) -> None:
+        """Stop recording and leave the data readable; must not raise for a dead one."""
+
+
+CollectorFactory = Callable[[CollectorContext], Collector]
+
+
+@dataclass(frozen=True)
 class ToolSpec:
     """What a plugin says about one tool it provides."""
 
@@ -102,6 +149,10 @@ class ToolSpec:
     #: program name -> Debian package that provides it
     programs: Mapping[str, str] = field(default_factory=dict)
     aliases: Sequence[str] = ()
+    #: persistent tools: what records them on the Tool Data Sink
+    collector: CollectorFactory | None = None
+    #: programs the collector needs on the controller (program -> package)
+    collector_programs: Mapping[str, str] = field(default_factory=dict)
 
     def option(self, name: str) -> ToolOption | None:
         return next((o for o in self.options if o.name == name), None)
@@ -133,8 +184,16 @@ class ToolSpec:
         return values
 
     def missing_programs(self) -> dict[str, str]:
-        """Programs this host lacks, mapped to the package to install."""
-        return {prog: pkg for prog, pkg in self.programs.items() if shutil.which(prog) is None}
+        """Programs this host lacks to run the tool, mapped to the package to install."""
+        return _missing(self.programs)
+
+    def missing_collector_programs(self) -> dict[str, str]:
+        """Programs the controller lacks to record the tool (its collector)."""
+        return _missing(self.collector_programs)
+
+
+def _missing(programs: Mapping[str, str]) -> dict[str, str]:
+    return {prog: pkg for prog, pkg in programs.items() if shutil.which(prog) is None}
 
 
 def parse_tool_options(args: Sequence[str]) -> dict[str, str]:

@@ -23,7 +23,13 @@ from typing import IO, Any
 from pbench_runner import procs
 from pbench_runner.config import Deadlines
 from pbench_runner.controller import Controller
-from pbench_runner.errors import InfrastructureError, Interrupted, PbenchError, UsageError
+from pbench_runner.errors import (
+    ActionError,
+    InfrastructureError,
+    Interrupted,
+    PbenchError,
+    UsageError,
+)
 from pbench_runner.exitcodes import ExitCode
 from pbench_runner.interrupts import interruptible
 from pbench_runner.pluginmanager import get_plugin_manager, notify
@@ -223,9 +229,14 @@ class UserBenchmark:
         except BaseException as exc:
             failure = exc
         # Whatever happened: stop every tool that started, and keep its data.
+        tool_problems: list[str] = []
         for verb in ("stop", "send"):
             try:
                 ctl.run_action(verb, sample_dir)
+            except ActionError as exc:
+                # A tool that died, or a host that failed: the sample is marked,
+                # what the others collected is kept, and the run goes on.
+                tool_problems.append(str(exc))
             except PbenchError as exc:
                 if failure is None:
                     failure = exc
@@ -233,6 +244,11 @@ class UserBenchmark:
                     self.problems.append(str(exc))
             if verb == "stop":
                 self.notify("pbench_tools_stopped", sample_dir=sample_dir, group=group)
+        if tool_problems:
+            self.problems.extend(f"{sample_dir.name}: {p}" for p in tool_problems)
+            if result:
+                result["tool_problems"] = tool_problems
+                (sample_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
         if failure is not None:
             raise failure
         self.notify("pbench_sample_finished", sample_dir=sample_dir, group=group, result=result)

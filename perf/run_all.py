@@ -24,6 +24,7 @@ def main() -> int:
         ["sink_ingest.py", "--size-mib", "256" if args.quick else "1024"],
         ["overhead.py", "--repeat", "2" if args.quick else "5"],
         ["run_overhead.py", "--repeat", "1" if args.quick else "3"],
+        ["observer_overhead.py", "--seconds", "10" if args.quick else "60"],
         [
             "results_server.py",
             "--size-mib",

@@ -16,10 +16,17 @@ declare -A needs=(
     [lsblk]=util-linux
     [setpriv]=util-linux
     [ip]=iproute2
+    [pmlogger]=pcp
+    [pmdumplog]=pcp
+    [prometheus]=prometheus
+    [promtool]=prometheus
+    [prometheus-node-exporter]=prometheus-node-exporter
     [xz]=xz-utils        # move-results: multi-threaded xz
     [chromium]=chromium  # the results server's browser tests (Playwright drives it)
 )
 
+sudo=""
+if [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null; then sudo="sudo"; fi
 missing=()
 for prog in "${!needs[@]}"; do
     command -v "$prog" >/dev/null 2>&1 || missing+=("${needs[$prog]}")
@@ -27,14 +34,26 @@ done
 if ((${#missing[@]})); then
     mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     echo "install.sh: installing Debian packages: ${missing[*]}"
-    sudo=""
-    if [[ $(id -u) -ne 0 ]]; then
-        command -v sudo >/dev/null || { echo "install.sh: need root or sudo to install ${missing[*]}" >&2; exit 1; }
-        sudo="sudo"
+    if [[ $(id -u) -ne 0 && -z $sudo ]]; then
+        echo "install.sh: need root or sudo to install ${missing[*]}" >&2
+        exit 1
     fi
     export DEBIAN_FRONTEND=noninteractive
-    $sudo apt-get update -qq
-    $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Package scripts (pcp's) start services with systemctl, which fails where
+    # systemd is not PID 1 (containers, CI): give them one that does nothing.
+    # apt resets PATH for dpkg, hence DPkg::Path.
+    nosystemd="$(mktemp -d)"
+    trap 'rm -f "$nosystemd/systemctl"; rmdir "$nosystemd"' EXIT
+    printf '#!/bin/sh\nexit 0\n' >"$nosystemd/systemctl"
+    chmod +x "$nosystemd/systemctl"
+    apt_opts=(-o "DPkg::Path=$nosystemd:/usr/sbin:/usr/bin:/sbin:/bin" -o DPkg::Lock::Timeout=600)
+    $sudo apt-get "${apt_opts[@]}" update -qq
+    $sudo apt-get "${apt_opts[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# pmcd needs PCP's namespace, which its service would build on first start.
+if [[ -x /var/lib/pcp/pmns/Rebuild && ! -f /var/lib/pcp/pmns/root ]]; then
+    echo "install.sh: building PCP's metric namespace"
+    (cd /var/lib/pcp/pmns && $sudo ./Rebuild -du 2>/dev/null)
 fi
 
 python="${PYTHON:-python3}"

@@ -364,3 +364,27 @@ def test_what_a_killed_server_left_of_an_upload_is_removed_at_start(tmp_path: Pa
     with results_server(tmp_path) as srv:
         assert sorted(p.name for p in incoming.iterdir()) == ["keep.txt"]
         assert "cut short" in srv.log.read_text()
+
+
+def test_pcp_and_node_exporter_activity_is_plotted_beside_sysstat_data(
+    server: ResultsServer, alice: str, tmp_path: Path
+) -> None:
+    result_dir = make_result(tmp_path / "results", "run-pcp", durations=(1.0,))
+    pcp = result_dir / "1-default/sample1/tools-default/node1/pcp"
+    pcp.mkdir()
+    (pcp / "activity.csv").write_text(
+        "timestamp,cpu_busy_pct,mem_used_mib,disk_kib_s,net_kib_s,load1\n"
+        "2026-11-20T10:00:10+00:00,50,1000,10,5,0.1\n"
+        "2026-11-20T10:00:11+00:00,60,1100,20,6,0.2\n"
+    )
+    shared = result_dir / "1-default/sample1/tools-default/prometheus"
+    shared.mkdir()
+    (shared / "x.csv").write_text("timestamp,a\n")
+    md5 = server.put(tarball_of(result_dir, tmp_path), alice).json()["id"]
+    series = server.get(f"/api/v1/datasets/{md5}/series", alice).json()
+    assert set(series) == {"node1"}  # prometheus/ holds the group's data, not a host's
+    node = series["node1"]
+    assert [v for _, v in node["mem_used_mib"]] == [1000, 1100]  # from pcp
+    assert len(node["cpu_busy_pct"]) == 5  # vmstat comes first
+    (it,) = server.get(f"/api/v1/datasets/{md5}", alice).json()["iterations"]
+    assert it["hosts"]["node1"]["mem_used_mib"]["peak"] == 1100

@@ -328,3 +328,80 @@ def test_a_marker_picks_the_tool_group_of_one_benchmark(
         vmstat = result / other["name"] / f"sample{n}" / "tools-other" / HOST / "vmstat"
         assert (vmstat / "vmstat-stdout.txt").exists()
     assert HOST in other["hosts"]
+
+
+def test_host_summary_from_pcp_and_node_exporter_alone(
+    pbench, run_dir: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """Without sysstat, the per-host summary comes from the persistent tools' data."""
+    suite = tmp_path / "busy"
+    suite.mkdir()
+    (suite / "bench_busy.py").write_text(textwrap.dedent(BUSY))
+    pbench("register-tool", "--name=pcp", "--", "--interval=1", check=True)
+    proc = pbench("run", str(suite), "--samples=1", "--sysinfo=none")
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    host = iteration(latest_result(run_dir), "bench_busy")["hosts"][HOST]
+    cpus = os.cpu_count() or 1
+    assert 60 / cpus < host["cpu_busy_pct"]["peak"] <= 100
+    assert host["mem_used_mib"]["mean"] > 10
+
+
+PYPROJECT = """
+[tool.pbench]
+samples = 2
+warmup = 1
+sysinfo = "none"
+"""
+
+
+def test_project_settings_give_run_defaults_and_options_win(
+    pbench, run_dir: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    suite = write_suite(tmp_path)
+    (tmp_path / "pyproject.toml").write_text(PYPROJECT)
+    proc = pbench("run", str(suite), "--", "-k", "known")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    known = iteration(latest_result(run_dir), "bench_known")
+    assert [s["sample"] for s in known["samples"]] == [1, 2]
+    directory = next(p for p in latest_result(run_dir).iterdir() if p.name.endswith("bench_known"))
+    assert (directory / "warmup1").is_dir()
+    # without a terminal, progress is one line per sample (and warm-up run)
+    assert "pbench: bench_known warm-up 1/1: ok" in proc.stderr
+    assert "pbench: bench_known sample 2/2: ok" in proc.stderr
+    proc = pbench("run", str(suite), "--samples=1", "--no-progress", "--", "-k", "known")
+    assert proc.returncode == 0
+    assert len(iteration(latest_result(run_dir), "bench_known")["samples"]) == 1
+    assert "pbench: bench_known" not in proc.stderr
+
+
+def test_a_bad_project_setting_is_a_usage_error_naming_it(pbench, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    suite = write_suite(tmp_path)
+    (tmp_path / "pbench.toml").write_text('samples = "two"\n')
+    proc = pbench("run", str(suite))
+    assert proc.returncode == 2
+    assert "samples = 'two' must be a int" in proc.stderr and "pbench.toml" in proc.stderr
+
+
+def test_a_marker_collects_sysinfo_around_one_benchmark(
+    pbench, run_dir: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    suite = tmp_path / "si"
+    suite.mkdir()
+    (suite / "bench_si.py").write_text(
+        "import pytest\n\n"
+        "@pytest.mark.pbench(samples=1, sysinfo='kernel,memory')\n"
+        "def bench_with(sample):\n    sample.record('x', 1)\n\n"
+        "@pytest.mark.pbench(samples=1)\n"
+        "def bench_without(sample):\n    sample.record('x', 1)\n"
+    )
+    pbench("register-tool", "--name=noop", check=True)
+    proc = pbench("run", str(suite), "--sysinfo=none")
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    result = latest_result(run_dir)
+    with_dir = next(p for p in result.iterdir() if p.name.endswith("bench_with"))
+    without = next(p for p in result.iterdir() if p.name.endswith("bench_without"))
+    for when in ("beg", "end"):
+        assert (with_dir / "sysinfo" / when / HOST / "kernel" / "uname.txt").exists()
+        assert (with_dir / "sysinfo" / when / HOST / "memory").is_dir()
+        assert not (with_dir / "sysinfo" / when / HOST / "packages").exists()
+    assert not (without / "sysinfo").exists() and not (result / "sysinfo" / "beg" / HOST).exists()

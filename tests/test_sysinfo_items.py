@@ -26,6 +26,8 @@ ALL_NAMES = [
     "sysctl",
     "network",
     "environment",
+    "libvirt",
+    "sos",
 ]
 
 #: Items whose sources exist on any Linux machine the tests run on.
@@ -63,7 +65,10 @@ def test_items_are_registered_through_the_entry_point() -> None:
 def test_item_names_defaults_and_timeouts() -> None:
     items = {item.name: item for item in _items()}
     assert list(items) == ALL_NAMES
-    assert all(item.default for item in items.values())
+    # sos report takes minutes: only asked for by name or with --sysinfo=all
+    assert [n for n, item in items.items() if not item.default] == ["sos"]
+    assert [i.name for i in select_items(_items(), "default")] == ALL_NAMES[:-1]
+    assert [i.name for i in select_items(_items(), "all")] == ALL_NAMES
     assert items["packages"].timeout == 60
     assert all(item.summary for item in items.values())
 
@@ -229,7 +234,7 @@ def test_select_items_selections() -> None:
     assert select_items(items, "none") == []
     assert select_items(items, "") == []
     assert [item.name for item in select_items(items, "all")] == ALL_NAMES
-    assert [item.name for item in select_items(items, "default")] == ALL_NAMES
+    assert [item.name for item in select_items(items, "default")] == ALL_NAMES[:-1]  # not sos
     assert [item.name for item in select_items(items, "kernel,memory")] == ["kernel", "memory"]
     assert [item.name for item in select_items(items, " memory , kernel ")] == ["memory", "kernel"]
 
@@ -259,3 +264,17 @@ def test_a_failing_item_is_recorded_and_others_succeed(tmp_path: Path) -> None:
     assert "MemTotal" in _text(tmp_path / "memory" / "meminfo")
     recorded = json.loads((tmp_path / "sysinfo.json").read_text())
     assert set(recorded) == {"broken", "kernel", "memory"}
+
+
+def test_absent_optional_programs_are_recorded_not_fatal(tmp_path: Path) -> None:
+    """libvirt without virsh is skipped (noted); sos without sos is a failed item."""
+    items = [i for i in _items() if i.name in ("libvirt", "sos")]
+    env_path = os.environ["PATH"]
+    os.environ["PATH"] = str(tmp_path / "empty-bin")
+    try:
+        status = collect(items, tmp_path / "out")
+    finally:
+        os.environ["PATH"] = env_path
+    assert status["libvirt"]["ok"]
+    assert "virsh: not installed" in (tmp_path / "out" / "libvirt" / "skipped.txt").read_text()
+    assert not status["sos"]["ok"] and "sos is not installed" in str(status["sos"]["error"])

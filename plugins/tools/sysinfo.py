@@ -28,6 +28,8 @@ REDACTED = "***"
 
 VULNERABILITIES_DIR = Path("/sys/devices/system/cpu/vulnerabilities")
 NODE_DIR = Path("/sys/devices/system/node")
+#: seconds a sos report may take
+SOS_TIMEOUT = 900.0
 OS_RELEASE_FILES = (Path("/etc/os-release"), Path("/usr/lib/os-release"))
 
 
@@ -263,6 +265,30 @@ def collect_environment(target: Path) -> None:
     (target / "environment.txt").write_text(text, encoding="utf-8", errors="backslashreplace")
 
 
+def collect_libvirt(target: Path) -> None:
+    """libvirt's view of the host and its guests, when ``virsh`` is installed."""
+    skips = _Skips(target)
+    if _run_optional(["virsh", "-r", "version"], target / "version.txt", skips):
+        run_command(["virsh", "-r", "capabilities"], target / "capabilities.xml")
+        run_command(["virsh", "-r", "list", "--all", "--name"], target / "domains.txt")
+        domains = (target / "domains.txt").read_text().split()
+        for name in domains:
+            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+            run_command(["virsh", "-r", "dumpxml", name], target / f"domain-{safe}.xml")
+    skips.write()
+
+
+def collect_sos(target: Path) -> None:
+    """A full ``sos report`` (slow: minutes), when sos is installed; off by default."""
+    if shutil.which("sos") is None:
+        raise FileNotFoundError("sos is not installed (Debian package sosreport)")
+    run_command(
+        ["sos", "report", "--batch", "--quiet", "--tmp-dir", str(target)],
+        target / "sos.log",
+        timeout=SOS_TIMEOUT,
+    )
+
+
 # --- hook -------------------------------------------------------------------
 
 
@@ -281,5 +307,13 @@ def pbench_sysinfo_items() -> Sequence[SysinfoItem]:
         SysinfoItem("network", "ip addr and /proc/net/dev", collect_network),
         SysinfoItem(
             "environment", "the collector's environment, secrets redacted", collect_environment
+        ),
+        SysinfoItem("libvirt", "virsh version, capabilities and guests", collect_libvirt),
+        SysinfoItem(
+            "sos",
+            "a full sos report (slow; only with --sysinfo=all or by name)",
+            collect_sos,
+            default=False,
+            timeout=SOS_TIMEOUT + 10,
         ),
     ]

@@ -1,0 +1,109 @@
+"""The Tool Data Sink's side of persistent tools: pmlogger, Prometheus.
+
+A persistent tool runs on every host (pmcd, node_exporter) and is recorded on
+the sink by the tool's *collector*.  The sink starts the collectors of an
+action directory once every host has answered ``start`` (each host's answer
+carries the address and port its tool listens on), and stops them as soon as
+the ``stop`` action arrives.  Their data lands in the same
+``tools-<group>/<host>/<tool>/`` directories as the hosts' own data.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pbench_runner import bus
+from pbench_runner.errors import ProgramMissing
+from pbench_runner.pluginmanager import ToolRegistry
+from pbench_runner.tools import Collector, CollectorContext, OptionValue, Target
+
+log = logging.getLogger("pbench.sink.collectors")
+
+#: host -> tool -> options, as registered in the tool store
+HostTools = Mapping[str, Mapping[str, Mapping[str, OptionValue]]]
+
+
+class Collectors:
+    """Every collector the sink runs, by action directory."""
+
+    def __init__(self, registry: ToolRegistry, host_tools: HostTools) -> None:
+        self.registry = registry
+        self.host_tools = host_tools
+        self.running: dict[str, list[tuple[str, Collector]]] = {}
+
+    def tools(self) -> list[str]:
+        """The registered tools that have a collector."""
+        names = {t for tools in self.host_tools.values() for t in tools}
+        return sorted(n for n in names if self.registry.get(n).collector is not None)
+
+    def missing_programs(self, controller: str) -> list[str]:
+        """What this machine lacks to run the collectors, one message each."""
+        return [
+            str(ProgramMissing(controller, name, program, package))
+            for name in self.tools()
+            for program, package in self.registry.get(name).missing_collector_programs().items()
+        ]
+
+    def start(
+        self, directory: str, group: str, reports: Mapping[str, bus.Report]
+    ) -> dict[str, list[str]]:
+        """Start the collectors for ``directory``; returns errors by host (or the sink)."""
+        errors: dict[str, list[str]] = {}
+        started: list[tuple[str, Collector]] = []
+        self.running[directory] = started
+        for name in self.tools():
+            spec = self.registry.get(name)
+            assert spec.collector is not None
+            targets = [
+                Target(host=host, options=tools[name], facts=reports[host].info[name])
+                for host, tools in sorted(self.host_tools.items())
+                if name in tools and host in reports and _has_port(reports[host].info.get(name))
+            ]
+            if not targets:
+                continue  # no host could start the tool; the hosts said why
+            ctx = CollectorContext(
+                tool=name,
+                group=group,
+                tool_dir=Path(directory) / f"tools-{group}",
+                targets=targets,
+            )
+            try:
+                collector = spec.collector(ctx)
+                collector.start()
+            except Exception as exc:  # a plugin's failure is reported, never fatal
+                _add(errors, exc, f"tool {name!r}: its collector on the Tool Data Sink", "start")
+                continue
+            started.append((name, collector))
+            log.info("collector %s started for %d host(s)", name, len(targets))
+        return errors
+
+    def stop(self, directory: str) -> dict[str, list[str]]:
+        """Stop the collectors of ``directory``; every one is reached even if one fails."""
+        errors: dict[str, list[str]] = {}
+        for name, collector in self.running.pop(directory, []):
+            try:
+                collector.stop()
+            except Exception as exc:
+                _add(errors, exc, f"tool {name!r}: its collector on the Tool Data Sink", "stop")
+        return errors
+
+    def stop_all(self) -> dict[str, list[str]]:
+        errors: dict[str, list[str]] = {}
+        for directory in list(self.running):
+            for who, errs in self.stop(directory).items():
+                errors.setdefault(who, []).extend(errs)
+        return errors
+
+
+def _has_port(facts: Any) -> bool:
+    return isinstance(facts, Mapping) and "port" in facts
+
+
+def _add(errors: dict[str, list[str]], exc: Exception, what: str, step: str) -> None:
+    """File an error under the host it names (a ToolFailed has one), else the sink."""
+    host = getattr(exc, "host", None) or bus.SINK
+    text = str(exc) if getattr(exc, "host", None) else f"{what}: {step} failed: {exc}"
+    errors.setdefault(host, []).append(text)
