@@ -215,26 +215,27 @@ def _doc(n: int) -> dict[str, object]:
 
 
 def fill(index: SQLiteIndex, count: int) -> None:
-    for n in range(count):
-        meta = metadata(f"run{n}", n)
-        index.add(
-            Dataset(
-                id=f"{n:032x}",
-                name=f"pbench-user-benchmark_cfg{n % 7}_{n:05d}",
-                owner=f"user{n % 20}",
-                access="public",
-                controller=f"ctl{n % 5}",
-                config=f"cfg{n % 7}",
-                benchmark="pbench-user-benchmark",
-                date=str(meta["run"]["start_run"]),  # type: ignore[index]
-                status="ok",
-                size=100_000 + n,
-                uploaded=now(),
-                hosts=["node1"],
-                tools=["sar"],
-                doc=_doc(n),
-            )
-        )
+    index.add_many(_dataset(n) for n in range(count))
+
+
+def _dataset(n: int) -> Dataset:
+    meta = metadata(f"run{n}", n)
+    return Dataset(
+        id=f"{n:032x}",
+        name=f"pbench-user-benchmark_cfg{n % 7}_{n:05d}",
+        owner=f"user{n % 20}",
+        access="public",
+        controller=f"ctl{n % 5}",
+        config=f"cfg{n % 7}",
+        benchmark="pbench-user-benchmark",
+        date=str(meta["run"]["start_run"]),  # type: ignore[index]
+        status="ok",
+        size=100_000 + n,
+        uploaded=now(),
+        hosts=["node1"],
+        tools=["sar"],
+        doc=_doc(n),
+    )
 
 
 def median_ms(url: str, times: int) -> float:

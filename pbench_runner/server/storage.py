@@ -17,7 +17,7 @@ import contextlib
 import datetime as dt
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -149,33 +149,41 @@ class Index:
 
     def add(self, ds: Dataset) -> None:
         """Add a dataset; raises the driver's IntegrityError when its id or name exists."""
-        doc = ds.doc or {}
-        words = [ds.name, ds.controller, ds.config, ds.benchmark, *ds.hosts, *ds.tools]
-        words += [str(it.get("name", "")) for it in doc.get("iterations", [])]
+        self.add_many([ds])
+
+    def add_many(self, datasets: Iterable[Dataset]) -> None:
+        """Add datasets in one transaction (all or none)."""
         with self.cursor() as cur:
-            cur.execute(
+            cur.executemany(
                 self.sql(
                     f"INSERT INTO datasets ({SUMMARY_COLUMNS}, search_text, doc) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 ),
-                (
-                    ds.id,
-                    ds.name,
-                    ds.owner,
-                    ds.access,
-                    ds.controller,
-                    ds.config,
-                    ds.benchmark,
-                    ds.date,
-                    ds.status,
-                    ds.size,
-                    ds.uploaded,
-                    json.dumps(ds.hosts),
-                    json.dumps(ds.tools),
-                    " ".join(words).lower(),
-                    json.dumps(doc),
-                ),
+                (self._values(ds) for ds in datasets),
             )
+
+    @staticmethod
+    def _values(ds: Dataset) -> tuple[Any, ...]:
+        doc = ds.doc or {}
+        words = [ds.name, ds.controller, ds.config, ds.benchmark, *ds.hosts, *ds.tools]
+        words += [str(it.get("name", "")) for it in doc.get("iterations", [])]
+        return (
+            ds.id,
+            ds.name,
+            ds.owner,
+            ds.access,
+            ds.controller,
+            ds.config,
+            ds.benchmark,
+            ds.date,
+            ds.status,
+            ds.size,
+            ds.uploaded,
+            json.dumps(ds.hosts),
+            json.dumps(ds.tools),
+            " ".join(words).lower(),
+            json.dumps(doc),
+        )
 
     def _row(self, row: Sequence[Any], doc: str | None = None) -> Dataset:
         (ident, name, owner, access, controller, config, benchmark, date, status) = row[:9]
