@@ -100,7 +100,7 @@ class Tee:
     """
 
     def __init__(self, consume: Callable[[IO[bytes]], Any]) -> None:
-        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
         self._buffer = b""
         self._eof = False
         self._consume = consume
