@@ -27,26 +27,7 @@ class ResultsServer:
     proc: subprocess.Popen[bytes]
 
     def token(self, user: str) -> str:
-        """A new token from ``pbench server token create`` (its last line)."""
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pbench_runner",
-                "server",
-                "token",
-                "create",
-                "--user",
-                user,
-                "--data-dir",
-                str(self.data_dir),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        )
-        return out.stdout.strip().splitlines()[-1]
+        return make_token(self.data_dir, user)
 
     def put(
         self,
@@ -78,6 +59,29 @@ class ResultsServer:
         for top, dirs, files in os.walk(self.data_dir / "incoming"):  # tolerates removals
             found += [Path(top, name) for name in dirs + files]
         return sorted(found)
+
+
+def make_token(data_dir: Path, user: str) -> str:
+    """A new token from ``pbench server token create`` (its last line)."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pbench_runner",
+            "server",
+            "token",
+            "create",
+            "--user",
+            user,
+            "--data-dir",
+            str(data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return out.stdout.strip().splitlines()[-1]
 
 
 def results_md5(path: Path) -> str:

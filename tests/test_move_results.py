@@ -13,7 +13,7 @@ import pytest
 
 from pbench_runner.toolstore import local_hostname
 from tests.conftest import pbench_env
-from tests.results_helpers import ResultsServer, make_result, results_server
+from tests.results_helpers import ResultsServer, make_result, make_token, results_server
 
 
 @pytest.fixture
@@ -182,3 +182,47 @@ def test_pbench_run_upload_copies_the_run_to_the_server(
     (it,) = server.get(f"/api/v1/datasets/{ds['id']}", token).json()["iterations"]
     assert it["metrics"]["ops"]["summary"]["mean"] == 1000.0
     assert local.is_dir()  # --upload copies
+
+
+def test_move_results_retries_until_a_restarting_server_answers(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    import socket
+    import time
+
+    from pbench_runner import procs
+
+    with socket.socket() as sock:  # a free port for a server that is not up yet
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    local = make_result(run_dir / "results", "pbench-user-benchmark_w_2026.01.01T00.00.00")
+    data_dir = tmp_path / "srv" / "server-data"
+    token = make_token(data_dir, "erin")
+    client = procs.spawn(
+        [
+            sys.executable,
+            "-m",
+            "pbench_runner",
+            "move-results",
+            "--server",
+            f"http://127.0.0.1:{port}",
+            "--token",
+            token,
+        ],
+        env=pbench_env(run_dir),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        time.sleep(1.0)  # the client's first tries are refused
+        assert client.poll() is None, client.communicate()
+        with results_server(tmp_path / "srv", "--port", str(port)) as srv:
+            out, err = client.communicate(timeout=60)
+            assert client.returncode == 0, err
+            assert b"moved" in out
+            (ds,) = srv.get("/api/v1/datasets", token).json()["datasets"]
+            assert ds["name"] == local.name
+        assert not local.exists()
+    finally:
+        procs.stop(client)
