@@ -25,6 +25,13 @@ def main() -> int:
         ["overhead.py", "--repeat", "2" if args.quick else "5"],
         ["run_overhead.py", "--repeat", "1" if args.quick else "3"],
         ["observer_overhead.py", "--seconds", "10" if args.quick else "60"],
+        [
+            "results_server.py",
+            "--size-mib",
+            "256" if args.quick else "1024",
+            "--datasets",
+            "2000" if args.quick else "10000",
+        ],
     ]
     status = 0
     for argv in runs:
