@@ -14,7 +14,7 @@ HOST_MEASURES = (
 )
 
 
-def _fmt(value: float) -> str:
+def fmt_number(value: float) -> str:
     if math.isnan(value):
         return "nan"
     magnitude = abs(value)
@@ -38,14 +38,14 @@ def summary_lines(iterations: Iterable[dict[str, Any]]) -> list[str]:
             arrow = "higher is better" if entry["higher_is_better"] else "lower is better"
             outliers = f", outliers: samples {s['outliers']}" if s["outliers"] else ""
             lines.append(
-                f"    {name:<16} {_fmt(s['mean'])}{unit} ± {_fmt(s['stddev'])} "
-                f"({_fmt(s['stddev_pct'])}%)  median {_fmt(s['median'])}  "
-                f"min {_fmt(s['min'])}  max {_fmt(s['max'])}  n={s['n']}  "
+                f"    {name:<16} {fmt_number(s['mean'])}{unit} ± {fmt_number(s['stddev'])} "
+                f"({fmt_number(s['stddev_pct'])}%)  median {fmt_number(s['median'])}  "
+                f"min {fmt_number(s['min'])}  max {fmt_number(s['max'])}  n={s['n']}  "
                 f"({arrow}{outliers})"
             )
         for host, measures in sorted(it.get("hosts", {}).items()):
             parts = [
-                f"{label} {_fmt(measures[key]['mean'])} (peak {_fmt(measures[key]['peak'])})"
+                f"{label} {fmt_number(measures[key]['mean'])} (peak {fmt_number(measures[key]['peak'])})"
                 for key, label in HOST_MEASURES
                 if key in measures
             ]

@@ -153,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_run_parser(sub, _common)
 
+    from pbench_runner.resultscmd import add_parser as add_results_parser
+
+    add_results_parser(sub, _common)
+
     p = sub.add_parser("user-benchmark", help="run a command with tools around every sample")
     _common(p)
     _deadline_opts(p)
@@ -221,6 +225,10 @@ def dispatch(args: argparse.Namespace, tail: list[str]) -> int:
         from pbench_runner.runcmd import compare_runs
 
         return compare_runs(args)
+    if verb in ("move-results", "copy-results", "server"):
+        from pbench_runner.resultscmd import run_verb
+
+        return run_verb(args)
     if verb == "user-benchmark":
         if not tail:
             raise UsageError("user-benchmark needs a command after --, e.g. -- sleep 1")

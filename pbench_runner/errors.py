@@ -12,7 +12,8 @@
     │   ├── StartupError            the sink or a meister did not come up
     │   │   └── RemoteHostError     a remote host could not be reached or prepared
     │   ├── ActionError             start/stop/send failed on one or more hosts
-    │   └── DeadlineExceeded        a wait ran out; names who did not answer
+    │   ├── DeadlineExceeded        a wait ran out; names who did not answer
+    │   └── UploadError             a result did not reach the results server
     ├── TransferError               tool data could not be delivered to the sink
     └── Interrupted                 SIGINT or SIGTERM arrived; the run cleans up
 
@@ -96,6 +97,10 @@ class DeadlineExceeded(InfrastructureError):
         self.what, self.seconds, self.missing = what, seconds, list(missing)
         who = ", ".join(self.missing) if self.missing else "nobody identified"
         super().__init__(f"{what}: no answer within {seconds:g} s from: {who}")
+
+
+class UploadError(InfrastructureError):
+    """``move-results`` / ``copy-results``: a result could not be uploaded."""
 
 
 class TransferError(PbenchError):

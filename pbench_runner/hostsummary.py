@@ -9,13 +9,15 @@ vmstat / mpstat / iostat, then PCP and node_exporter (whose collectors write
 from __future__ import annotations
 
 import csv
+import functools
 import statistics
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 Rows = list[dict[str, str]]
+Series = list[tuple[str, float]]
 
 #: the columns of ``<host>/<tool>/activity.csv``, written by persistent tools
 ACTIVITY_COLUMNS = ("timestamp", "cpu_busy_pct", "mem_used_mib", "disk_kib_s", "net_kib_s", "load1")
@@ -60,23 +62,28 @@ def _per_time(
     rows: Rows,
     value: Callable[[dict[str, str]], float | None],
     keep: Callable[[dict[str, str]], bool] = lambda r: True,
-) -> list[float]:
+) -> Series:
     """Sum ``value`` over the rows of each timestamp (devices, interfaces)."""
     sums: dict[str, float] = defaultdict(float)
     for row in rows:
         v = value(row)
         if v is not None and keep(row):
             sums[row.get("timestamp", "")] += v
-    return list(sums.values())
+    return list(sums.items())
 
 
-def _stat(values: Sequence[float]) -> dict[str, float] | None:
+def _stat(series: Series) -> dict[str, float] | None:
+    values = [v for _, v in series]
     return {"mean": statistics.fmean(values), "peak": max(values)} if values else None
 
 
-def host_activity(tool_dir: Path) -> dict[str, dict[str, float]]:
-    """The activity of one host in one sample, from ``tools-<group>/<host>/``."""
-    found: dict[str, dict[str, float] | None] = {}
+def host_series(tool_dir: Path) -> dict[str, Series]:
+    """Each measure of one host over time, from ``tools-<group>/<host>/``.
+
+    A measure is a list of (ISO timestamp, value); a measure no tool recorded
+    is left out.
+    """
+    found: dict[str, Series] = {}
     sar = tool_dir / "sar"
     cpu = _per_time(
         _rows(sar / "sar-cpu.csv"),
@@ -90,16 +97,15 @@ def host_activity(tool_dir: Path) -> dict[str, dict[str, float]]:
             lambda r: r.get("CPU") == "all",
         )
     if not cpu:
-        cpu = [
-            100 - v
-            for r in _rows(tool_dir / "vmstat" / "vmstat.csv")
-            if (v := _num(r, "id")) is not None
-        ]
-    found["cpu_busy_pct"] = _stat(cpu)
-    mem = [
-        v / 1024 for r in _rows(sar / "sar-memory.csv") if (v := _num(r, "kbmemused")) is not None
-    ]
-    found["mem_used_mib"] = _stat(mem)
+        cpu = _per_time(
+            _rows(tool_dir / "vmstat" / "vmstat.csv"),
+            lambda r: None if (v := _num(r, "id")) is None else 100 - v,
+        )
+    found["cpu_busy_pct"] = cpu
+    found["mem_used_mib"] = _per_time(
+        _rows(sar / "sar-memory.csv"),
+        lambda r: None if (v := _num(r, "kbmemused")) is None else v / 1024,
+    )
 
     def disk_rate(r: dict[str, str]) -> float | None:
         return (_num(r, "rkB/s") or 0) + (_num(r, "wkB/s") or 0)
@@ -107,19 +113,23 @@ def host_activity(tool_dir: Path) -> dict[str, dict[str, float]]:
     disk = _per_time(_rows(sar / "sar-disk.csv"), disk_rate)
     if not disk:
         disk = _per_time(_rows(tool_dir / "iostat" / "iostat.csv"), disk_rate)
-    found["disk_kib_s"] = _stat(disk)
-    net = _per_time(
+    found["disk_kib_s"] = disk
+    found["net_kib_s"] = _per_time(
         _rows(sar / "sar-network.csv"),
         lambda r: (_num(r, "rxkB/s") or 0) + (_num(r, "txkB/s") or 0),
         lambda r: r.get("IFACE") != "lo",
     )
-    found["net_kib_s"] = _stat(net)
     for tool in ACTIVITY_TOOLS:
         rows = _rows(tool_dir / tool / "activity.csv")
         for measure in ACTIVITY_COLUMNS[1:5]:
-            if found.get(measure) is None:
-                found[measure] = _stat([v for r in rows if (v := _num(r, measure)) is not None])
-    return {k: v for k, v in found.items() if v is not None}
+            if not found.get(measure):
+                found[measure] = _per_time(rows, functools.partial(_num, key=measure))
+    return {k: v for k, v in found.items() if v}
+
+
+def host_activity(tool_dir: Path) -> dict[str, dict[str, float]]:
+    """The activity of one host in one sample: mean and peak of each measure."""
+    return {name: stat for name, series in host_series(tool_dir).items() if (stat := _stat(series))}
 
 
 def sample_hosts(sample_dir: Path, group: str) -> dict[str, dict[str, dict[str, float]]]:

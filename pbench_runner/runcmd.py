@@ -45,6 +45,11 @@ def add_parser(
     p.add_argument("--json", dest="json_path", help="also write the results to this file")
     p.add_argument("--save", help="remember this run under a name (and as 'latest')")
     p.add_argument("--compare", help="a baseline: result directory, saved name, or latest")
+    p.add_argument(
+        "--upload",
+        action="store_true",
+        help="copy the result to the results server at the end ($PBENCH_SERVER, see copy-results)",
+    )
     _fail_on(p)
 
     c = sub.add_parser("compare", help="compare runs of `pbench run`, metric by metric")
@@ -135,6 +140,10 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     baseline = compare.resolve(rdir, args.compare) if args.compare else None
     for rule in args.fail_on:
         compare.parse_rule(rule)  # refuse a bad rule before running anything
+    if args.upload:
+        from pbench_runner.results import server_settings
+
+        server_settings(None, None)  # no server or token: say so before running anything
     terminated = []
 
     def on_sigterm(signum: int, frame: object) -> None:
@@ -152,6 +161,11 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         signal.signal(signal.SIGTERM, previous)
     if terminated:
         return ExitCode.TERMINATED
+    uploaded: int = ExitCode.OK
+    if args.upload and (result_dir / "metadata.json").exists():
+        from pbench_runner.resultscmd import upload_after_run
+
+        uploaded = upload_after_run(rdir, result_dir)
     if (result_dir / "result.json").exists():
         if args.save:
             compare.save(rdir, args.save, result_dir)
@@ -171,7 +185,8 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         pytest.ExitCode.USAGE_ERROR: ExitCode.USAGE_ERROR,
         pytest.ExitCode.NO_TESTS_COLLECTED: ExitCode.USAGE_ERROR,
     }
-    return mapping.get(status, status)
+    final = mapping.get(status, status)
+    return uploaded if final == ExitCode.OK else final
 
 
 def compare_runs(args: argparse.Namespace) -> int:

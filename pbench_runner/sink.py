@@ -31,15 +31,13 @@ from types import FrameType
 from typing import Any
 
 import cherrypy
-import cherrypy._cpserver
 import redis
-from cherrypy._cpwsgi_server import CPWSGIServer
 
-from pbench_runner import bus, procs
+from pbench_runner import bus, cpserver, procs
 from pbench_runner.collectors import Collectors
 from pbench_runner.heartbeat import Heartbeat
 from pbench_runner.pluginmanager import get_plugin_manager, notify, tool_registry
-from pbench_runner.sinkhttp import DataAPI, Upload, json_error_page
+from pbench_runner.sinkhttp import DataAPI, Upload
 
 log = logging.getLogger("pbench.sink")
 
@@ -270,26 +268,6 @@ class ToolDataSink:
             self.stopping.set()
 
 
-class _SinkServer(cherrypy._cpserver.Server):  # type: ignore[misc]
-    """CherryPy checks that its server is up only every 0.1 s; we check more often."""
-
-    def wait(self) -> None:
-        deadline = time.monotonic() + 10.0
-        while not getattr(self.httpserver, "ready", False):
-            if self.interrupt:
-                raise self.interrupt
-            if time.monotonic() > deadline:
-                raise RuntimeError("the sink's HTTP server did not start within 10 s")
-            time.sleep(0.002)
-
-
-class _SinkHTTPServer(CPWSGIServer):  # type: ignore[misc]
-    """cheroot notices a stop request only between polls of its connections;
-    poll more often than its default 0.5 s so that the sink exits promptly."""
-
-    expiration_interval = 0.05
-
-
 def _stop_on_signal(sink: ToolDataSink) -> None:
     def handler(signum: int, frame: FrameType | None) -> None:
         sink.stopping.set()
@@ -320,32 +298,10 @@ def main(argv: list[str] | None = None) -> int:
     _stop_on_signal(sink)
     bind = sink.config.get("bind", "127.0.0.1")
     threads = max(10, min(64, len(sink.hosts) + 4))
-    cherrypy.server.unsubscribe()
-    cherrypy.server = _SinkServer()
-    cherrypy.server.subscribe()
-    cherrypy.config.update(
-        {
-            "environment": "production",
-            "log.screen": False,
-            "log.access_file": "",
-            "engine.autoreload.on": False,
-            "server.socket_host": bind,
-            "server.socket_port": 0,
-            "server.thread_pool": threads,
-            "server.socket_queue_size": 512,
-            "server.max_request_body_size": 0,
-            "server.socket_timeout": 60,
-            "checker.on": False,
-            "request.show_tracebacks": False,
-            "error_page.default": json_error_page,
-        }
-    )
+    cpserver.configure(bind, 0, threads, 512, **{"error_page.default": cpserver.json_error_page})
     cherrypy.tree.mount(DataAPI(sink, sink.config["token"]), "/api/v1", {"/": {}})
-    cherrypy.server.httpserver = _SinkHTTPServer(cherrypy.server)
-    cherrypy.engine.start()
+    url = cpserver.start()
     try:
-        host, port = cherrypy.server.bound_addr[:2]
-        url = f"http://{host}:{port}"
         with Heartbeat(sink.client, sink.keys.alive(bus.SINK)):
             bus.mark_ready(sink.client, sink.keys, bus.SINK, True, {"url": url, "pid": os.getpid()})
             log.info("listening on %s", url)

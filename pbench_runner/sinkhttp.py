@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hmac
-import json
 import logging
 import os
 import shutil
@@ -61,13 +60,6 @@ class Upload:
     @property
     def kind(self) -> str:
         return "sysinfo" if self.action.action == "sysinfo" else "tools"
-
-
-def json_error_page(status: str, message: str, traceback: str, version: str) -> str:
-    """CherryPy's error pages, as JSON like every other answer of the sink."""
-    cherrypy.response.headers["Content-Type"] = "application/json"
-    code = int(status.split()[0]) if status[:3].isdigit() else 500
-    return json.dumps({"status": code, "message": message})
 
 
 def _fail(status: int, message: str) -> dict[str, Any]:

@@ -109,7 +109,7 @@ class HashingReader:
         return self._md5.hexdigest()
 
 
-def _check(member: tarfile.TarInfo, dest: Path) -> None:
+def check_member(member: tarfile.TarInfo, dest: Path) -> None:
     if member.name.startswith("/") or (member.islnk() and member.linkname.startswith("/")):
         # The data filter would quietly make these relative; we refuse them.
         raise UnsafeTarball(f"member {member.name!r}: absolute path")
@@ -132,7 +132,7 @@ def unpack_stream(reader: HashingReader, dest: Path) -> int:
         with tarfile.open(fileobj=reader, mode="r|*", bufsize=CHUNK) as tar:  # type: ignore[call-overload]
             tar.copybufsize = CHUNK
             for member in tar:
-                _check(member, dest)
+                check_member(member, dest)
                 tar.extract(member, dest, filter="data")
                 count += 1
     except tarfile.TarError as exc:

@@ -1,9 +1,12 @@
-"""A meister's HTTP PUT of its tarball to the Tool Data Sink."""
+"""HTTP PUT of a tarball, with retries: a meister's to the Tool Data Sink, and
+``pbench move-results``' to a results server."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any, Final
+from typing import IO, Any, Final
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -23,16 +26,21 @@ class _Adapter(HTTPAdapter):
         super().init_poolmanager(*args, **kwargs)
 
 
-def session(retries: int = 60, backoff_max: float = 0.5) -> requests.Session:
-    """A session that retries PUTs on the statuses above with bounded backoff."""
+def session(
+    retries: int = 60,
+    backoff_max: float = 0.5,
+    statuses: Collection[int] = RETRY_STATUSES,
+    backoff_factor: float = 0.01,
+) -> requests.Session:
+    """A session that retries PUTs on ``statuses`` with bounded backoff."""
     retry = Retry(
         total=retries,
         connect=5,
         read=1,
         status=retries,
-        backoff_factor=0.01,
+        backoff_factor=backoff_factor,
         backoff_max=backoff_max,
-        status_forcelist=RETRY_STATUSES,
+        status_forcelist=frozenset(statuses),
         allowed_methods=frozenset({"PUT"}),
         raise_on_status=False,
         respect_retry_after_header=True,
@@ -52,16 +60,23 @@ def put_tarball(
     *,
     timeout: float = 600.0,
     http: requests.Session | None = None,
+    content_type: str = "application/x-tar",
+    progress: Callable[[int], None] | None = None,
 ) -> requests.Response:
-    """PUT ``tarball`` to ``url``; retries on 412 and MD5 mismatch, then raises on failure."""
+    """PUT ``tarball`` to ``url``, streaming it from disk; raises on failure.
+
+    Retries as ``http`` says (by default: on 412 and MD5 mismatch).
+    ``progress`` is called with the number of bytes sent so far.
+    """
     http = http or session()
     headers = {
         "Authorization": f"Bearer {token}",
         "Content-MD5": md5,
-        "Content-Type": "application/x-tar",
+        "Content-Type": content_type,
     }
     try:
-        with open(tarball, "rb") as body:
+        with open(tarball, "rb") as raw:
+            body: IO[bytes] | _Progress = raw if progress is None else _Progress(raw, progress)
             resp = http.put(url, data=body, headers=headers, timeout=(10.0, timeout))
     except requests.RequestException as exc:
         raise TransferError(f"PUT {url} failed: {exc}") from exc
@@ -76,3 +91,30 @@ def _why(resp: requests.Response) -> str:
         return str(resp.json()["message"])
     except (ValueError, KeyError, TypeError):
         return " ".join(resp.text.split())[:200]
+
+
+class _Progress:
+    """A file being sent, reporting how far the sending has got.
+
+    ``tell``/``seek`` let urllib3 rewind the body when it retries.
+    """
+
+    def __init__(self, raw: IO[bytes], report: Callable[[int], None]) -> None:
+        self.raw, self.report = raw, report
+        self.length = os.fstat(raw.fileno()).st_size
+
+    def __len__(self) -> int:
+        return self.length
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.report(self.raw.tell())
+        return data
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        pos = self.raw.seek(offset, whence)
+        self.report(pos)
+        return pos

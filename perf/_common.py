@@ -20,3 +20,11 @@ def timed_pbench(env: dict[str, str], *args: str, cwd: Path | None = None) -> fl
         stderr=subprocess.DEVNULL,
     )
     return time.perf_counter() - t0
+
+
+def peak_rss_mib(pid: int) -> float:
+    """A live process's peak resident set size (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")

@@ -34,6 +34,13 @@ def main() -> int:
             "--put-mib",
             "64" if args.quick else "1024",
         ],
+        [
+            "results_server.py",
+            "--size-mib",
+            "256" if args.quick else "1024",
+            "--datasets",
+            "2000" if args.quick else "10000",
+        ],
     ]
     status = 0
     for argv in runs:

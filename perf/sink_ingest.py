@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import peak_rss_mib
+
 from pbench_runner import bus, procs
 from pbench_runner.redisserver import RedisServer
 from pbench_runner.tarballs import md5_file
@@ -36,13 +38,6 @@ def make_tarball(base: Path, size_mib: int) -> Path:
         tar.add(payload, arcname="tool/payload.bin")
     payload.unlink()
     return tarball
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def main() -> None:

@@ -23,6 +23,8 @@ declare -A needs=(
     [prometheus]=prometheus
     [promtool]=prometheus
     [prometheus-node-exporter]=prometheus-node-exporter
+    [xz]=xz-utils        # move-results: multi-threaded xz
+    [chromium]=chromium  # the results server's browser tests (Playwright drives it)
 )
 
 sudo=""

@@ -1,0 +1,343 @@
+"""The JSON API, mounted at ``/api/v1``.
+
+==========================================  ==============================================
+``PUT /upload/<name>.tar.xz[?access=public]``  201 new (``id`` = MD5, ``Location``), 200 known
+                                               MD5; 400 bad MD5, name or tarball; 401 no valid
+                                               token; 409 name busy or taken; 411 no length;
+                                               413 too large; 507 no room
+``GET /datasets?user=&controller=&benchmark=&config=&since=&until=&q=&limit=&offset=``
+``GET /datasets/<id>``                        metadata, iterations, sysinfo, host summaries
+``GET /datasets/<id>/series``                 tool data over time, per host and measure
+``GET /datasets/<id>/tarball``                the tarball
+``GET /datasets/<id>/files[/<path>]``         the files in it, or one of them
+``DELETE /datasets/<id>``                     the owner only
+``GET /compare?ids=A,B[,C...]``               the table of ``pbench compare`` (A is the base)
+==========================================  ==============================================
+
+A private dataset is answered with 404 to anyone but its owner.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Final
+
+import cherrypy
+import cherrypy.lib.static
+
+from pbench_runner import compare
+from pbench_runner.server import archive, auth
+from pbench_runner.server.receive import InProgress, Limits, Refused, check_room, drain, receive
+from pbench_runner.server.storage import Dataset, Filters, Index, integrity_errors, now
+
+NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,199}$")
+MD5: Final = re.compile(r"^[0-9a-f]{32}$")
+SUFFIX: Final = ".tar.xz"
+MAX_LIST: Final = 10000
+
+
+def _json(body: Any) -> bytes:
+    cherrypy.response.headers["Content-Type"] = "application/json"
+    return json.dumps(body).encode()
+
+
+def _answer(status: int, **body: Any) -> dict[str, Any]:
+    cherrypy.response.status = status
+    return {"status": status, **body}
+
+
+def viewer(index: Index) -> str | None:
+    """Who is asking: the ``Bearer`` token, or the web page's ``pbench_token`` cookie."""
+    header = cherrypy.request.headers.get("Authorization")
+    if not header:
+        cookie = cherrypy.request.cookie.get("pbench_token")
+        header = f"Bearer {cookie.value}" if cookie is not None else None
+    return auth.user_of(index, header)
+
+
+def dataset_name(parts: tuple[str, ...]) -> str:
+    """``<name>.tar.xz`` from the URL path, or 400."""
+    if len(parts) != 1 or not parts[0].endswith(SUFFIX):
+        raise Refused(400, "upload to /api/v1/upload/<name>.tar.xz")
+    name = parts[0][: -len(SUFFIX)]
+    if not NAME.match(name) or ".." in name:
+        raise Refused(
+            400,
+            f"bad dataset name {name!r}: letters, digits, '_', '.', '+' or '-', "
+            "starting with a letter or digit",
+        )
+    return name
+
+
+def filters_from(params: dict[str, str]) -> Filters:
+    try:
+        limit = int(params.get("limit", 100))
+        offset = int(params.get("offset", 0))
+    except ValueError:
+        raise cherrypy.HTTPError(400, "limit and offset are whole numbers") from None
+    if not 1 <= limit <= MAX_LIST or offset < 0:
+        raise cherrypy.HTTPError(400, f"limit is 1 to {MAX_LIST}; offset is 0 or more")
+    return Filters(
+        user=params.get("user", ""),
+        controller=params.get("controller", ""),
+        benchmark=params.get("benchmark", ""),
+        config=params.get("config", ""),
+        since=params.get("since", ""),
+        until=params.get("until", ""),
+        text=params.get("q", ""),
+        limit=limit,
+        offset=offset,
+    )
+
+
+def comparison(datasets: list[Dataset]) -> list[dict[str, Any]]:
+    """Each dataset against the first, as ``pbench compare`` tables them."""
+    base = datasets[0]
+    found = []
+    for other in datasets[1:]:
+        changes = compare.changes(base.doc or {}, other.doc or {})
+        found.append(
+            {
+                "base": base.id,
+                "other": other.id,
+                "changes": [asdict(ch) for ch in changes],
+                "table": compare.table(changes),
+            }
+        )
+    return found
+
+
+class Store:
+    """The data directory: tarballs, uploads in progress, and the index."""
+
+    def __init__(self, data_dir: Path, index: Index, limits: Limits) -> None:
+        self.data_dir, self.index, self.limits = data_dir, index, limits
+        self.incoming = data_dir / "incoming"
+        self.in_progress = InProgress()
+
+    def clean_incoming(self) -> list[str]:
+        """Remove what uploads cut short by a crash or a kill left in ``incoming/``."""
+        removed: list[str] = []
+        if not self.incoming.is_dir():
+            return removed
+        for entry in sorted(self.incoming.iterdir()):
+            if entry.is_symlink():
+                continue
+            if entry.is_dir() and entry.name.startswith("staging-"):
+                shutil.rmtree(entry)
+            elif entry.is_file() and entry.name.endswith(".part"):
+                entry.unlink()
+            else:
+                continue
+            removed.append(entry.name)
+        return removed
+
+    def tarball(self, ds: Dataset) -> Path:
+        return self.data_dir / "datasets" / ds.id / f"{ds.name}{SUFFIX}"
+
+    def visible(self, dataset_id: str, user: str | None) -> Dataset:
+        ds = self.index.get(dataset_id) if MD5.match(dataset_id) else None
+        if ds is None or not ds.visible_to(user):
+            raise cherrypy.HTTPError(404, f"no dataset {dataset_id} (or it is private)")
+        return ds
+
+    def many(self, ids: list[str], user: str | None) -> list[Dataset]:
+        if len(ids) < 2:
+            raise cherrypy.HTTPError(400, "compare needs two dataset ids or more: ?ids=A,B")
+        return [self.visible(i, user) for i in ids]
+
+    def receive(self, rfile: Any, length: int, md5: str, name: str, owner: str, access: str) -> int:
+        """Receive, check and index an upload, and move it into place; returns 201 or 200."""
+        self.incoming.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.incoming, prefix="staging-") as staging:
+
+            def consume(stream: Any) -> archive.Contents:
+                return archive.read(stream, name, Path(staging))
+
+            try:
+                with receive(rfile, length, md5, self.incoming, consume) as got:
+                    return self._add(got.path, got.contents, name, md5, owner, access)
+            except archive.NotAResult as exc:
+                raise Refused(400, str(exc)) from exc
+
+    def _add(
+        self, temp: Path, contents: archive.Contents, name: str, md5: str, owner: str, access: str
+    ) -> int:
+        meta = contents.metadata
+        hosts = sorted(meta.get("tools", {}).get("hosts", {}) or {})
+        tools = sorted(
+            {t for h in (meta.get("tools", {}).get("hosts", {}) or {}).values() for t in h["tools"]}
+        )
+        ds = Dataset(
+            id=md5,
+            name=name,
+            owner=owner,
+            access=access,
+            controller=contents.column("controller", "hostname"),
+            config=contents.column("pbench", "config"),
+            benchmark=contents.column("pbench", "script"),
+            date=contents.column("pbench", "date") or contents.column("run", "start_run"),
+            status=contents.column("run", "status"),
+            size=temp.stat().st_size,
+            uploaded=now(),
+            hosts=hosts,
+            tools=tools,
+            doc=contents.doc,
+        )
+        final = self.tarball(ds)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(temp, final)
+        try:
+            self.index.add(ds)
+        except integrity_errors() as exc:  # the same tarball or name, uploaded meanwhile
+            if self.index.get(md5) is not None:
+                return 200
+            self.remove(ds)
+            raise Refused(409, f"a dataset named {name} exists already") from exc
+        except BaseException:
+            self.remove(ds)
+            raise
+        return 201
+
+    def remove(self, ds: Dataset) -> None:
+        path = self.tarball(ds)
+        path.unlink(missing_ok=True)
+        if path.parent.parent == self.data_dir / "datasets" and path.parent.name == ds.id:
+            shutil.rmtree(path.parent, ignore_errors=True)
+
+
+class API:
+    """Mounted at ``/api/v1``."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.index = store.index
+
+    @cherrypy.expose
+    @cherrypy.tools.json_out()
+    @cherrypy.config(**{"request.process_request_body": False})
+    def upload(self, *parts: str, **params: str) -> dict[str, Any]:
+        request = cherrypy.request
+        if request.method != "PUT":
+            cherrypy.response.headers["Allow"] = "PUT"
+            return _answer(405, message="use PUT")
+        length_text = request.headers.get("Content-Length")
+        length = int(length_text) if length_text and length_text.isdigit() else None
+        try:
+            return self._upload(parts, params, length)
+        except Refused as exc:
+            drain(request.rfile, length)
+            return _answer(exc.status, message=str(exc))
+
+    def _upload(
+        self, parts: tuple[str, ...], params: dict[str, str], length: int | None
+    ) -> dict[str, Any]:
+        request = cherrypy.request
+        user = auth.user_of(self.index, request.headers.get("Authorization"))
+        if user is None:
+            raise Refused(401, "a valid token is required: Authorization: Bearer <token>")
+        name = dataset_name(parts)
+        access = params.get("access", "private")
+        if access not in ("private", "public"):
+            raise Refused(400, f"access is 'private' or 'public', not {access!r}")
+        md5 = request.headers.get("Content-MD5", "").strip().lower()
+        if not MD5.match(md5):
+            raise Refused(400, "the Content-MD5 header (the hex MD5 of the body) is required")
+        known = self.index.get(md5)
+        if known is not None:
+            drain(request.rfile, length, limit=length or 0)
+            return self._created(200, known.id, known.name, "this tarball is here already")
+        taken = self.index.id_for_name(name)
+        if taken is not None:
+            raise Refused(409, f"a dataset named {name} exists already, with MD5 {taken}")
+        check_room(self.store.data_dir, length, self.store.limits)
+        assert length is not None
+        with self.store.in_progress.hold(name):
+            status = self.store.receive(request.rfile, length, md5, name, user, access)
+        return self._created(status, md5, name, "uploaded" if status == 201 else "here already")
+
+    def _created(self, status: int, md5: str, name: str, message: str) -> dict[str, Any]:
+        location = f"/api/v1/datasets/{md5}"
+        cherrypy.response.headers["Location"] = location
+        return _answer(status, id=md5, name=name, location=location, message=message)
+
+    @cherrypy.expose
+    def datasets(self, *path: str, **params: str) -> Any:
+        method = cherrypy.request.method
+        user = viewer(self.index)
+        if not path:
+            total, found = self.index.search(filters_from(params), user)
+            return _json({"total": total, "datasets": [d.summary() for d in found]})
+        ds = self.store.visible(path[0], user)
+        if method == "DELETE" and len(path) == 1:
+            return self._delete(ds, user)
+        if method not in ("GET", "HEAD"):
+            raise cherrypy.HTTPError(405, "use GET (or DELETE on a dataset)")
+        doc = ds.doc or {}
+        if len(path) == 1:
+            return _json(
+                {
+                    **ds.summary(),
+                    "metadata": doc.get("metadata", {}),
+                    "iterations": doc.get("iterations", []),
+                    "sysinfo": doc.get("sysinfo", {}),
+                }
+            )
+        if path[1] == "series" and len(path) == 2:
+            return _json(doc.get("series", {}))
+        if path[1] == "tarball" and len(path) == 2:
+            cherrypy.response.headers["Content-MD5"] = ds.id
+            return cherrypy.lib.static.serve_file(
+                str(self.store.tarball(ds)),
+                "application/x-xz",
+                "attachment",
+                f"{ds.name}{SUFFIX}",
+            )
+        if path[1] == "files":
+            if len(path) == 2:
+                return _json({"files": [{"path": p, "size": s} for p, s in doc.get("files", [])]})
+            return self._file(ds, "/".join(path[2:]))
+        raise cherrypy.HTTPError(404, f"no such resource under dataset {ds.id}")
+
+    def _delete(self, ds: Dataset, user: str | None) -> bytes:
+        if user is None:
+            raise cherrypy.HTTPError(401, "deleting needs the owner's token")
+        if user != ds.owner:
+            raise cherrypy.HTTPError(403, f"only its owner ({ds.owner}) may delete {ds.name}")
+        self.index.delete(ds.id)
+        self.store.remove(ds)
+        return _json({"status": 200, "deleted": ds.id, "name": ds.name})
+
+    def _file(self, ds: Dataset, inner: str) -> Any:
+        sizes = dict((p, s) for p, s in (ds.doc or {}).get("files", []))
+        if inner not in sizes:
+            raise cherrypy.HTTPError(404, f"{ds.name} holds no file {inner!r}")
+        cherrypy.response.headers["Content-Type"] = "application/octet-stream"
+        cherrypy.response.headers["Content-Length"] = str(sizes[inner])
+        cherrypy.response.stream = True
+        return _member_bytes(self.store.tarball(ds), f"{ds.name}/{inner}")
+
+    @cherrypy.expose
+    @cherrypy.tools.json_out()
+    def compare(self, ids: str = "", **params: str) -> Any:
+        chosen = [i for i in ids.split(",") if i]
+        return {"comparisons": comparison(self.store.many(chosen, viewer(self.index)))}
+
+
+def _member_bytes(tarball: Path, member: str) -> Iterator[bytes]:
+    with tarfile.open(tarball, mode="r|xz") as tar:
+        for entry in tar:
+            if entry.name == member and entry.isfile():
+                fh = tar.extractfile(entry)
+                assert fh is not None
+                while chunk := fh.read(1 << 20):
+                    yield chunk
+                return

@@ -1,0 +1,202 @@
+"""What the index keeps of a result tarball, read in one pass over it.
+
+A result tarball holds one directory, named like the tarball, with the
+layout of :mod:`pbench_runner.resultdir`.  Only small files are unpacked
+(into a staging directory the caller removes): ``metadata.json``, the
+``result.json`` files, a few sysinfo files per host, and the tools' CSV
+files.  From them come the dataset's index row and its document: metadata,
+iterations with their statistics and per-host summaries, sysinfo, and the
+tool data over time per host.  Every member is checked with ``tarfile``'s
+data filter first; one unsafe member refuses the whole tarball.
+"""
+
+from __future__ import annotations
+
+import json
+import lzma
+import re
+import tarfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Final
+
+from pbench_runner.hostsummary import SHARED_DIRS, combine, host_series, sample_hosts
+from pbench_runner.stats import summarize
+from pbench_runner.tarballs import CHUNK, UnsafeTarball, check_member
+
+#: the members unpacked for the index (paths inside the result directory)
+WANTED: Final = re.compile(
+    r"^(metadata\.json|result\.json"
+    r"|[^/]+/result\.json"
+    r"|[^/]+/sample\d+/result\.json"
+    r"|sysinfo/[^/]+/[^/]+/(sysinfo\.json|kernel/uname\.txt|kernel/os-release"
+    r"|cpu/lscpu\.txt|memory/free\.txt)"
+    r"|[^/]+/sample\d+/tools-[^/]+/[^/]+/[^/]+/[^/]+\.csv)$"
+)
+#: a wanted member larger than this is listed but not unpacked
+MAX_MEMBER: Final = 64 << 20
+#: points per plotted series; longer series are thinned evenly
+MAX_POINTS: Final = 400
+
+
+class NotAResult(Exception):
+    """The tarball is unreadable, unsafe, or not a pbench result (answered with 400)."""
+
+
+@dataclass
+class Contents:
+    """A dataset as read from its tarball."""
+
+    metadata: dict[str, Any]
+    #: the index's document: metadata, iterations, sysinfo, series, files
+    doc: dict[str, Any]
+
+    def column(self, *path: str) -> str:
+        node: Any = self.metadata
+        for key in path:
+            node = node.get(key, {}) if isinstance(node, dict) else {}
+        return node if isinstance(node, str) else ""
+
+
+def read(stream: IO[bytes], name: str, staging: Path) -> Contents:
+    """Check every member of the ``.tar.xz`` in ``stream`` and read what the index needs."""
+    files = _unpack_wanted(stream, name, staging)
+    root = staging / name
+    try:
+        metadata = json.loads((root / "metadata.json").read_text())
+    except FileNotFoundError:
+        raise NotAResult(
+            f"{name}/metadata.json is missing: this is not a pbench result directory"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise NotAResult(f"{name}/metadata.json cannot be read: {exc}") from exc
+    if not isinstance(metadata, dict):
+        raise NotAResult(f"{name}/metadata.json is not a JSON object")
+    doc = {
+        "metadata": metadata,
+        "iterations": iterations(root, metadata),
+        "sysinfo": sysinfo(root),
+        "series": series(root),
+        "files": files,
+    }
+    return Contents(metadata, doc)
+
+
+def _unpack_wanted(stream: IO[bytes], name: str, staging: Path) -> list[list[Any]]:
+    files: list[list[Any]] = []
+    try:
+        with tarfile.open(fileobj=stream, mode="r|xz", bufsize=CHUNK) as tar:
+            for member in tar:
+                try:
+                    check_member(member, staging)
+                except UnsafeTarball as exc:
+                    raise NotAResult(f"refused: {exc}") from exc
+                top, _, inner = member.name.rstrip("/").partition("/")
+                if top != name:
+                    raise NotAResult(
+                        f"member {member.name!r} is not inside the directory {name}/; a result "
+                        "tarball holds one directory named like the tarball"
+                    )
+                if member.isfile():
+                    files.append([inner, member.size])
+                    if member.size <= MAX_MEMBER and WANTED.match(inner):
+                        tar.extract(member, staging, filter="data")
+    except (tarfile.TarError, lzma.LZMAError, EOFError) as exc:
+        raise NotAResult(f"not a readable .tar.xz: {exc}") from exc
+    return files
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _metric(unit: str, higher_is_better: bool, values: list[float]) -> dict[str, Any]:
+    entry: dict[str, Any] = {"unit": unit, "higher_is_better": higher_is_better, "values": values}
+    if values:
+        entry["summary"] = summarize(values)
+    return entry
+
+
+def iterations(root: Path, metadata: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each iteration's statistics and per-host summary, shaped like ``pbench run``'s
+    ``result.json`` so that :mod:`pbench_runner.compare` reads them as they are."""
+    result = _json(root / "result.json")
+    if isinstance(result, dict) and isinstance(result.get("iterations"), list):
+        return [
+            {
+                "name": it.get("name", ""),
+                "nodeid": it.get("nodeid", it.get("name", "")),
+                "status": it.get("status", ""),
+                "metrics": it.get("metrics", {}),
+                "hosts": it.get("hosts", {}),
+            }
+            for it in result["iterations"]
+            if isinstance(it, dict)
+        ]
+    # pbench user-benchmark: each sample's duration and CPU time are the metrics
+    group = str(metadata.get("tools", {}).get("group", "default"))
+    found = []
+    for it in metadata.get("iterations", []) or []:
+        if not isinstance(it, dict) or "name" not in it:
+            continue
+        samples = [s for s in it.get("samples", []) if isinstance(s, dict)]
+        ok = [s for s in samples if s.get("exit_status") == 0]
+        name = str(it["name"])
+        found.append(
+            {
+                "name": name,
+                "nodeid": name,
+                "command": it.get("user_script", ""),
+                "status": "ok" if samples and len(ok) == len(samples) else "failed",
+                "metrics": {
+                    "duration_s": _metric("s", False, [float(s["duration_s"]) for s in ok]),
+                    "cpu_s": _metric("s", False, [float(s["cpu_s"]) for s in ok]),
+                },
+                "hosts": combine(
+                    sample_hosts(root / name / f"sample{s.get('sample')}", group) for s in samples
+                ),
+            }
+        )
+    return found
+
+
+def sysinfo(root: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{when: {host: {"items": sysinfo.json, "facts": {file: text}}}}``."""
+    found: dict[str, dict[str, dict[str, Any]]] = {}
+    base = root / "sysinfo"
+    if not base.is_dir():
+        return found
+    for when_dir in sorted(p for p in base.iterdir() if p.is_dir()):
+        for host_dir in sorted(p for p in when_dir.iterdir() if p.is_dir()):
+            facts = {
+                str(f.relative_to(host_dir)): f.read_text(errors="replace")[:20000]
+                for f in sorted(host_dir.rglob("*"))
+                if f.is_file() and f.name != "sysinfo.json"
+            }
+            found.setdefault(when_dir.name, {})[host_dir.name] = {
+                "items": _json(host_dir / "sysinfo.json") or {},
+                "facts": facts,
+            }
+    return found
+
+
+def series(root: Path) -> dict[str, dict[str, list[list[Any]]]]:
+    """Each host's measures over the whole run: ``{host: {measure: [[time, value], ...]}}``."""
+    gathered: dict[str, dict[str, list[tuple[str, float]]]] = defaultdict(lambda: defaultdict(list))
+    for host_dir in sorted(root.glob("*/sample*/tools-*/*")):
+        if host_dir.is_dir() and host_dir.name not in SHARED_DIRS:
+            for measure, points in host_series(host_dir).items():
+                gathered[host_dir.name][measure].extend(points)
+    return {
+        host: {measure: _thin(sorted(points)) for measure, points in measures.items()}
+        for host, measures in gathered.items()
+    }
+
+
+def _thin(points: list[tuple[str, float]]) -> list[list[Any]]:
+    step = max(1, -(-len(points) // MAX_POINTS))
+    return [[t, round(v, 3)] for t, v in points[::step]]
