@@ -277,7 +277,8 @@ class ToolMeister:
         self.stopped[action.directory] = tools
 
     def _wait_for_collectors(self, action: bus.Action, errors: list[str]) -> None:
-        deadline = time.monotonic() + float(action.args.get("timeout", 60.0)) / 2
+        # the sink's answer is due within the action's deadline: leave it room
+        deadline = time.monotonic() + max(float(action.args.get("timeout", 60.0)) - 5, 1)
         key = self.keys.collected(action.id)
         while not self.client.exists(key):
             if time.monotonic() > deadline:

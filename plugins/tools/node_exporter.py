@@ -156,7 +156,9 @@ class PrometheusCollector:
         Prometheus hands new targets to its scrapers only every 5 s, so a
         sample shorter than that would otherwise have no data at all.
         """
-        deadline = time.monotonic() + DISCOVERY_DELAY + 3 * self.interval + 2
+        # Generous, as a loaded machine delays the first scrapes well past
+        # DISCOVERY_DELAY, but within the hosts' wait for the collectors.
+        deadline = time.monotonic() + min(DISCOVERY_DELAY + 3 * self.interval + 15, 45)
         query = urllib.parse.urlencode({"query": 'count_over_time(up{job="node"}[1d])'})
         while time.monotonic() < deadline:
             answer = _get(self._url(f"/api/v1/query?{query}")) or {}
