@@ -389,3 +389,22 @@ def test_pbench_run_records_the_remote_hosts_around_every_sample(  # type: ignor
             assert csv.stat().st_size > 0, csv
     assert not _nothing_left(lab, 5)
     assert not _runs_left(lab)
+
+
+def test_a_tool_whose_program_a_remote_host_lacks_is_refused_naming_host_and_package(
+    lab: SSHLab, tmp_path: Path
+) -> None:
+    # The lab hosts share this machine's files; nodeB's login shell hides them.
+    bashrc = lab.hosts["nodeB"].home / ".bashrc"
+    bashrc.write_text("export PATH=/opt/pbench-test-empty-bin\n")
+    try:
+        with pytest.raises(ActionError) as info:
+            Controller(_group("nodeA", "nodeB"), tmp_path / "tm", remote=lab.options()).start()
+    finally:
+        bashrc.unlink()
+    message = str(info.value)
+    assert "host nodeB: tool 'vmstat' needs the program 'vmstat'" in message
+    assert "install the package 'procps' on nodeB" in message
+    assert "host nodeA" not in message
+    assert not _nothing_left(lab, 5)
+    assert not _runs_left(lab)
