@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
+import secrets
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+from pbench_runner import bus, procs
 
 
 def timed_pbench(env: dict[str, str], *args: str, cwd: Path | None = None) -> float:
@@ -28,3 +34,66 @@ def peak_rss_mib(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+#: the per-run token a StandaloneSink accepts
+TOKEN = "t"
+
+
+class StandaloneSink:
+    """A real Tool Data Sink for one pretend host and no meister.
+
+    A benchmark plays the host: :meth:`send` publishes a send action and
+    returns the URL to PUT to; :meth:`answered` reports the host done.
+    """
+
+    def __init__(self, server: Any, host: str, bind: str = "127.0.0.1") -> None:
+        self.host = host
+        self.keys = bus.Keys(bus.new_run_id())
+        self.client = server.client()
+        self.client.set(
+            self.keys.sink_config,
+            json.dumps({"run_id": self.keys.run_id, "hosts": [host], "token": TOKEN, "bind": bind}),
+        )
+        self.client.set(self.keys.alive(host), "1", ex=3600)
+        env = {**os.environ, bus.PASSWORD_ENV: server.password, bus.RUN_ID_ENV: self.keys.run_id}
+        argv = ["-m", "pbench_runner.sink", "--redis", server.url, "--run-id", self.keys.run_id]
+        self.proc = procs.spawn([sys.executable, *argv], env=env)
+        self.seq = 0
+        self.url = ""
+
+    def __enter__(self) -> StandaloneSink:
+        try:
+            if not procs.wait_until(lambda: self.client.hexists(self.keys.ready, bus.SINK), 20):
+                raise RuntimeError("the sink did not report ready within 20 s")
+            ready = json.loads(self.client.hget(self.keys.ready, bus.SINK))
+            self.url = str(ready["info"]["url"])
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        procs.stop(self.proc)
+        self.client.close()
+
+    def send(self, directory: Path, base_url: str = "") -> tuple[Any, str]:
+        """Publish a send action into ``directory``; (the action, the URL to PUT to)."""
+        self.seq += 1
+        action = bus.Action(
+            id=f"{self.seq}-{secrets.token_hex(3)}",
+            seq=self.seq,
+            action="send",
+            group="g",
+            directory=str(directory),
+            args={"timeout": 600},
+        )
+        self.client.set(self.keys.action, action.dumps())
+        self.client.publish(self.keys.action, action.dumps())
+        return action, f"{base_url or self.url}/api/v1/data/{action.id}/{self.host}"
+
+    def answered(self, action: Any) -> None:
+        """The pretend host reports the send done; wait for the sink's result."""
+        report = bus.Report(action.id, self.host, "send", True)
+        bus.publish_report(self.client, self.keys, report)
+        procs.wait_until(lambda: self.client.exists(self.keys.result(action.id)), 30)

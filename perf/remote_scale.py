@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
 import shlex
 import shutil
@@ -32,10 +31,10 @@ from pathlib import Path
 HERE = Path(__file__).parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
+from _common import TOKEN, StandaloneSink  # noqa: E402
 from lifecycle import measure  # noqa: E402
 from sink_ingest import make_tarball  # noqa: E402
 
-from pbench_runner import bus, procs  # noqa: E402
 from pbench_runner.config import Deadlines  # noqa: E402
 from pbench_runner.controller import Controller  # noqa: E402
 from pbench_runner.redisserver import RedisServer  # noqa: E402
@@ -105,87 +104,37 @@ def put_throughput(lab: SSHLab, size_mib: int, repeat: int, base: Path) -> None:
     host = remotes.hosts["nodeA"]
     bundle_dir = f"{host.base}/bundles/{remotes.bundle.name}"
     try:
-        with RedisServer(base / "tm", extra_binds=[lab.gateway]) as server:
-            run_id = bus.new_run_id()
-            keys = bus.Keys(run_id)
-            client = server.client()
-            client.set(
-                keys.sink_config,
-                json.dumps(
-                    {"run_id": run_id, "hosts": ["nodeA"], "token": "t", "bind": lab.gateway}
-                ),
-            )
-            client.set(keys.alive("nodeA"), "1", ex=3600)
-            env = {**os.environ, bus.PASSWORD_ENV: server.password, bus.RUN_ID_ENV: run_id}
-            sink = procs.spawn(
-                [
-                    sys.executable,
-                    "-m",
-                    "pbench_runner.sink",
-                    "--redis",
-                    server.url,
-                    "--run-id",
-                    run_id,
-                ],
-                env=env,
-            )
-            try:
-                procs.wait_until(lambda: client.hexists(keys.ready, bus.SINK), 20)
-                direct = json.loads(client.hget(keys.ready, bus.SINK))["info"]["url"]
-                sink_addr = (lab.gateway, int(direct.rsplit(":", 1)[1]))
-                tunneled = f"http://127.0.0.1:{host.tunnel.expose(lambda: sink_addr)}"
-                seq = 0
-                for path, url in (("tunnel", tunneled), ("direct", direct)):
-                    seconds = []
-                    for _ in range(repeat):
-                        seq += 1
-                        action = bus.Action(
-                            id=f"{seq}-{secrets.token_hex(3)}",
-                            seq=seq,
-                            action="send",
-                            group="g",
-                            directory=str(base / f"s{seq}"),
-                            args={"timeout": 600},
-                        )
-                        client.set(keys.action, action.dumps())
-                        client.publish(keys.action, action.dumps())
-                        command = " ".join(
-                            shlex.quote(a)
-                            for a in [
-                                "python3",
-                                "-I",
-                                "-c",
-                                PUT_SCRIPT,
-                                bundle_dir,
-                                f"{url}/api/v1/data/{action.id}/nodeA",
-                                str(tarball),
-                                md5,
-                                "t",
-                            ]
-                        )
-                        status, out, err = run(host, command, 900)
-                        if status != 0:
-                            raise RuntimeError(f"PUT over {path} failed: {err}")
-                        seconds.append(float(out.strip()))
-                        bus.publish_report(
-                            client, keys, bus.Report(action.id, "nodeA", "send", True)
-                        )
-                        procs.wait_until(lambda a=action: client.exists(keys.result(a.id)), 30)
-                        # keep the disk free: drop what the sink unpacked (a path made here)
-                        shutil.rmtree(base / f"s{seq}", ignore_errors=True)
-                    med = statistics.median(seconds)
-                    emit(
-                        {
-                            "benchmark": "remote_put",
-                            "path": path,
-                            "bytes": size,
-                            "put_median_s": round(med, 2),
-                            "MiB_per_s": round(size / med / 2**20, 1),
-                        }
-                    )
-            finally:
-                procs.stop(sink)
-                client.close()
+        redis_server = RedisServer(base / "tm", extra_binds=[lab.gateway])
+        with redis_server as server, StandaloneSink(server, "nodeA", bind=lab.gateway) as sink:
+            sink_addr = (lab.gateway, int(sink.url.rsplit(":", 1)[1]))
+            tunneled = f"http://127.0.0.1:{host.tunnel.expose(lambda: sink_addr)}"
+            for path, base_url in (("tunnel", tunneled), ("direct", sink.url)):
+                seconds = []
+                for _ in range(repeat):
+                    directory = base / f"s{sink.seq + 1}"
+                    action, url = sink.send(directory, base_url)
+                    command = " ".join(
+                        shlex.quote(a)
+                        for a in ["python3", "-I", "-c", PUT_SCRIPT, bundle_dir, url, str(tarball),
+                                  md5, TOKEN]
+                    )  # fmt: skip
+                    status, out, err = run(host, command, 900)
+                    if status != 0:
+                        raise RuntimeError(f"PUT over {path} failed: {err}")
+                    seconds.append(float(out.strip()))
+                    sink.answered(action)
+                    # keep the disk free: drop what the sink unpacked (a path made here)
+                    shutil.rmtree(directory, ignore_errors=True)
+                med = statistics.median(seconds)
+                emit(
+                    {
+                        "benchmark": "remote_put",
+                        "path": path,
+                        "bytes": size,
+                        "put_median_s": round(med, 2),
+                        "MiB_per_s": round(size / med / 2**20, 1),
+                    }
+                )
     finally:
         remotes.close()
 

@@ -13,15 +13,13 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tarfile
 import tempfile
 import time
 from pathlib import Path
 
-from _common import peak_rss_mib
+from _common import TOKEN, StandaloneSink, peak_rss_mib
 
-from pbench_runner import bus, procs
 from pbench_runner.redisserver import RedisServer
 from pbench_runner.tarballs import md5_file
 from pbench_runner.upload import put_tarball
@@ -56,52 +54,16 @@ def main() -> None:
             t0 = time.perf_counter()
             subprocess.run(["md5sum", str(tarball)], check=True, capture_output=True)
             md5sum_s.append(time.perf_counter() - t0)
-        with RedisServer(base / "tm") as server:
-            run_id = bus.new_run_id()
-            keys = bus.Keys(run_id)
-            client = server.client()
-            client.set(
-                keys.sink_config,
-                json.dumps({"run_id": run_id, "hosts": ["h1"], "token": "t", "bind": "127.0.0.1"}),
-            )
-            client.set(keys.alive("h1"), "1", ex=3600)
-            env = {**os.environ, bus.PASSWORD_ENV: server.password, bus.RUN_ID_ENV: run_id}
-            sink = procs.spawn(
-                [
-                    sys.executable,
-                    "-m",
-                    "pbench_runner.sink",
-                    "--redis",
-                    server.url,
-                    "--run-id",
-                    run_id,
-                ],
-                env=env,
-            )
-            try:
-                procs.wait_until(lambda: client.hexists(keys.ready, bus.SINK), 20)
-                url = json.loads(client.hget(keys.ready, bus.SINK))["info"]["url"]
-                put_s = []
-                for n in range(1, args.repeat + 1):
-                    action = bus.Action(
-                        id=f"{n}-ingest",
-                        seq=n,
-                        action="send",
-                        group="g",
-                        directory=str(base / f"s{n}"),
-                        args={"timeout": 600},
-                    )
-                    client.set(keys.action, action.dumps())
-                    client.publish(keys.action, action.dumps())
-                    t0 = time.perf_counter()
-                    put_tarball(f"{url}/api/v1/data/{action.id}/h1", tarball, md5, "t")
-                    put_s.append(time.perf_counter() - t0)
-                    bus.publish_report(client, keys, bus.Report(action.id, "h1", "send", True))
-                    subprocess.run(["rm", "-rf", str(base / f"s{n}")], check=True)
-                rss = peak_rss_mib(sink.pid)
-            finally:
-                procs.stop(sink)
-                client.close()
+        with RedisServer(base / "tm") as server, StandaloneSink(server, "h1") as sink:
+            put_s = []
+            for n in range(1, args.repeat + 1):
+                action, url = sink.send(base / f"s{n}")
+                t0 = time.perf_counter()
+                put_tarball(url, tarball, md5, TOKEN)
+                put_s.append(time.perf_counter() - t0)
+                sink.answered(action)
+                subprocess.run(["rm", "-rf", str(base / f"s{n}")], check=True)
+            rss = peak_rss_mib(sink.proc.pid)
     md5_med, put_med = statistics.median(md5sum_s), statistics.median(put_s)
     print(
         json.dumps(
