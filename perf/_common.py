@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import statistics
 import subprocess
 import sys
 import time
@@ -34,6 +35,30 @@ def peak_rss_mib(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def md5sum_seconds(path: Path, repeat: int) -> list[float]:
+    """Wall seconds of ``md5sum`` reading ``path``, ``repeat`` times: the yardstick."""
+    seconds = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        subprocess.run(["md5sum", str(path)], check=True, capture_output=True)
+        seconds.append(time.perf_counter() - t0)
+    return seconds
+
+
+def against_md5sum(
+    size: int, md5sum_s: list[float], took_s: list[float], what: str
+) -> dict[str, Any]:
+    """Medians of a transfer of ``size`` bytes, and its ratio to md5sum of the same file."""
+    md5_med, med = statistics.median(md5sum_s), statistics.median(took_s)
+    return {
+        "bytes": size,
+        "md5sum_median_s": round(md5_med, 3),
+        f"{what}_median_s": round(med, 3),
+        f"{what}_MiB_per_s": round(size / med / 2**20, 1),
+        "ratio_to_md5sum": round(md5_med / med, 3),
+    }
 
 
 #: the per-run token a StandaloneSink accepts

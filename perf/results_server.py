@@ -28,7 +28,6 @@ import json
 import os
 import statistics
 import struct
-import subprocess
 import tarfile
 import tempfile
 import time
@@ -37,7 +36,7 @@ from pathlib import Path
 from typing import IO
 
 import requests
-from _common import peak_rss_mib
+from _common import against_md5sum, md5sum_seconds, peak_rss_mib
 
 from pbench_runner import results
 from pbench_runner.server.app import open_index
@@ -158,11 +157,7 @@ def bench_upload(base: Path, size_mib: int, repeat: int) -> dict[str, object]:
     tarball = make_tarball(base, "pbench-user-benchmark_upload_2026.11.28T00.00.00", size_mib)
     size = tarball.stat().st_size
     md5 = md5_file(tarball)
-    md5sum_s = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        subprocess.run(["md5sum", str(tarball)], check=True, capture_output=True)
-        md5sum_s.append(time.perf_counter() - t0)
+    md5sum_s = md5sum_seconds(tarball, repeat)
     data_dir = base / "upload-data"
     tok = token(data_dir, "perf")
     put_s = []
@@ -181,14 +176,9 @@ def bench_upload(base: Path, size_mib: int, repeat: int) -> dict[str, object]:
             assert gone.status_code == 200, gone.text
         rss = peak_rss_mib(srv.proc.pid)
     tarball.unlink()
-    md5_med, put_med = statistics.median(md5sum_s), statistics.median(put_s)
     return {
         "benchmark": "results_upload",
-        "bytes": size,
-        "md5sum_median_s": round(md5_med, 3),
-        "upload_median_s": round(put_med, 3),
-        "upload_MiB_per_s": round(size / put_med / 2**20, 1),
-        "ratio_to_md5sum": round(md5_med / put_med, 3),
+        **against_md5sum(size, md5sum_s, put_s, "upload"),
         "server_peak_rss_mib": round(rss, 1),
     }
 

@@ -11,14 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import tarfile
 import tempfile
 import time
 from pathlib import Path
 
-from _common import TOKEN, StandaloneSink, peak_rss_mib
+from _common import TOKEN, StandaloneSink, against_md5sum, md5sum_seconds, peak_rss_mib
 
 from pbench_runner.redisserver import RedisServer
 from pbench_runner.tarballs import md5_file
@@ -49,11 +48,7 @@ def main() -> None:
         tarball = make_tarball(base, args.size_mib)
         size = tarball.stat().st_size
         md5 = md5_file(tarball)
-        md5sum_s = []
-        for _ in range(args.repeat):
-            t0 = time.perf_counter()
-            subprocess.run(["md5sum", str(tarball)], check=True, capture_output=True)
-            md5sum_s.append(time.perf_counter() - t0)
+        md5sum_s = md5sum_seconds(tarball, args.repeat)
         with RedisServer(base / "tm") as server, StandaloneSink(server, "h1") as sink:
             put_s = []
             for n in range(1, args.repeat + 1):
@@ -64,19 +59,9 @@ def main() -> None:
                 sink.answered(action)
                 subprocess.run(["rm", "-rf", str(base / f"s{n}")], check=True)
             rss = peak_rss_mib(sink.proc.pid)
-    md5_med, put_med = statistics.median(md5sum_s), statistics.median(put_s)
+    figures = against_md5sum(size, md5sum_s, put_s, "put")
     print(
-        json.dumps(
-            {
-                "benchmark": "sink_ingest",
-                "bytes": size,
-                "md5sum_median_s": round(md5_med, 3),
-                "put_median_s": round(put_med, 3),
-                "put_MiB_per_s": round(size / put_med / 2**20, 1),
-                "ratio_to_md5sum": round(md5_med / put_med, 3),
-                "sink_peak_rss_mib": round(rss, 1),
-            }
-        ),
+        json.dumps({"benchmark": "sink_ingest", **figures, "sink_peak_rss_mib": round(rss, 1)}),
         flush=True,
     )
 
