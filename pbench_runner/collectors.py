@@ -11,7 +11,8 @@ the ``stop`` action arrives.  Their data lands in the same
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +58,17 @@ class Collectors:
     def start(
         self, directory: str, group: str, reports: Mapping[str, bus.Report]
     ) -> dict[str, list[str]]:
-        """Start the collectors for ``directory``; returns errors by host (or the sink)."""
+        """Start the collectors for ``directory``; returns errors by host (or the sink).
+
+        A collector may start for some hosts and not others: ``start`` returns
+        the failures of the hosts it could not record, and it keeps running
+        for the rest.  If it raises, it started nothing.
+        """
         errors: dict[str, list[str]] = {}
+        if directory in self.running:
+            # The hosts refuse a second start of the same directory; so do we,
+            # or the recorders already running would be lost.
+            return errors
         started: list[tuple[str, Collector]] = []
         self.running[directory] = started
         for name in self.tools():
@@ -79,24 +89,43 @@ class Collectors:
                 tool_dir=Path(directory) / f"tools-{group}",
                 targets=targets,
             )
+            what = f"tool {name!r}: its collector on the Tool Data Sink"
             try:
                 collector = spec.collector(ctx)
-                collector.start()
+                failed = collector.start() or ()
             except Exception as exc:  # a plugin's failure is reported, never fatal
-                _add(errors, exc, f"tool {name!r}: its collector on the Tool Data Sink", "start")
+                _add(errors, exc, what, "start")
                 continue
+            for problem in failed:
+                _add(errors, problem, what, "start")
             started.append((name, collector))
             log.info("collector %s started for %d host(s)", name, len(targets))
         return errors
 
     def stop(self, directory: str) -> dict[str, list[str]]:
-        """Stop the collectors of ``directory``; every one is reached even if one fails."""
+        """Stop the collectors of ``directory``, all at once; every one is reached."""
         errors: dict[str, list[str]] = {}
-        for name, collector in self.running.pop(directory, []):
+        running = self.running.pop(directory, [])
+
+        def stop(name: str, collector: Collector) -> None:
+            what = f"tool {name!r}: its collector on the Tool Data Sink"
+            failed: Sequence[Exception]
             try:
-                collector.stop()
+                failed = collector.stop() or ()
             except Exception as exc:
-                _add(errors, exc, f"tool {name!r}: its collector on the Tool Data Sink", "stop")
+                failed = (exc,)
+            with lock:
+                for problem in failed:
+                    _add(errors, problem, what, "stop")
+
+        lock = threading.Lock()
+        threads = [
+            threading.Thread(target=stop, args=pair, name=f"stop-{pair[0]}") for pair in running
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()  # each collector bounds its own stop
         return errors
 
     def stop_all(self) -> dict[str, list[str]]:

@@ -23,8 +23,10 @@ Series = list[tuple[str, float]]
 ACTIVITY_COLUMNS = ("timestamp", "cpu_busy_pct", "mem_used_mib", "disk_kib_s", "net_kib_s", "load1")
 #: tools whose activity.csv is read, in order of preference
 ACTIVITY_TOOLS = ("pcp", "node_exporter")
-#: directories beside the hosts' that hold data of the whole group
-SHARED_DIRS = frozenset({"prometheus"})
+def is_host_dir(path: Path) -> bool:
+    """A host's directory in ``tools-<group>/``; data of the whole group (a
+    collector's, like ``_prometheus``) is under a name no host can have."""
+    return path.is_dir() and not path.name.startswith("_")
 
 
 def write_activity(path: Path, rows: Iterable[dict[str, Any]]) -> None:
@@ -140,7 +142,7 @@ def sample_hosts(sample_dir: Path, group: str) -> dict[str, dict[str, dict[str, 
     return {
         host.name: host_activity(host)
         for host in sorted(base.iterdir())
-        if host.is_dir() and host.name not in SHARED_DIRS
+        if is_host_dir(host)
     }
 
 

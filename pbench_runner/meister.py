@@ -280,6 +280,7 @@ class ToolMeister:
         # the sink's answer is due within the action's deadline: leave it room
         deadline = time.monotonic() + max(float(action.args.get("timeout", 60.0)) - 5, 1)
         key = self.keys.collected(action.id)
+        pause = 0.01
         while not self.client.exists(key):
             if time.monotonic() > deadline:
                 errors.append(
@@ -287,7 +288,8 @@ class ToolMeister:
                     "stopping this host's persistent tools anyway"
                 )
                 return
-            time.sleep(0.02)
+            time.sleep(pause)
+            pause = min(pause * 1.5, 0.2)  # a hundred hosts ask; Redis is not to be flooded
 
     def _do_send(self, action: bus.Action, errors: list[str], info: dict[str, Any]) -> None:
         if action.directory in self.running:

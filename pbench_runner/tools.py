@@ -127,11 +127,19 @@ class Collector(Protocol):
     tools; ``stop`` as soon as the stop action arrives.
     """
 
-    def start(self) -> None:
-        """Begin recording from every target into ``ctx.tool_dir``."""
+    def start(self) -> Sequence[Exception] | None:
+        """Begin recording from every target into ``ctx.tool_dir``.
 
-    def stop(self) -> None:
-        """Stop recording and leave the data readable; must not raise for a dead one."""
+        Return the errors of targets that could not be recorded (the others
+        keep recording); raise only when nothing was started.
+        """
+
+    def stop(self) -> Sequence[Exception] | None:
+        """Stop recording and leave the data readable, within a bounded time.
+
+        Return the errors of targets whose recording failed (a recorder that
+        had died); must not raise for a dead one.
+        """
 
 
 CollectorFactory = Callable[[CollectorContext], Collector]

@@ -145,9 +145,9 @@ def test_prometheus_scrapes_every_hosts_node_exporter(tmp_path: Path) -> None:
         assert not any(accepts("127.0.0.1", p) for p in ports.values())
         ctl.run_action("send", sample)
     tools = sample / "tools-default"
-    assert (tools / "prometheus" / "prometheus.yml").exists()
+    assert (tools / "_prometheus" / "prometheus.yml").exists()
     found, samples = _prometheus_query(
-        tools / "prometheus" / "data",
+        tools / "_prometheus" / "data",
         tmp_path,
         "count by (host) (node_cpu_seconds_total)",
         "count_over_time(node_load1[1h])",

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
 
-from pbench_runner.hostsummary import SHARED_DIRS, combine, host_series, sample_hosts
+from pbench_runner.hostsummary import combine, host_series, is_host_dir, sample_hosts
 from pbench_runner.stats import summarize
 from pbench_runner.tarballs import CHUNK, UnsafeTarball, check_member
 
@@ -188,7 +188,7 @@ def series(root: Path) -> dict[str, dict[str, list[list[Any]]]]:
     """Each host's measures over the whole run: ``{host: {measure: [[time, value], ...]}}``."""
     gathered: dict[str, dict[str, list[tuple[str, float]]]] = defaultdict(lambda: defaultdict(list))
     for host_dir in sorted(root.glob("*/sample*/tools-*/*")):
-        if host_dir.is_dir() and host_dir.name not in SHARED_DIRS:
+        if is_host_dir(host_dir):
             for measure, points in host_series(host_dir).items():
                 gathered[host_dir.name][measure].extend(points)
     return {

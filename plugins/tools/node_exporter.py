@@ -4,7 +4,7 @@ On each host the meister starts ``prometheus-node-exporter`` on a free port
 with the collectors chosen by ``--collectors``; the port reaches the sink in
 the meister's start report.  On the Tool Data Sink one ``prometheus``
 scrapes every host's exporter at the tool's interval (each series labelled
-``host=<name>``) and keeps its TSDB in ``tools-<group>/prometheus/data``.
+``host=<name>``) and keeps its TSDB in ``tools-<group>/_prometheus/data``.
 Before Prometheus is shut down, the collector asks it for each host's CPU,
 memory, disk and network activity over the sample and writes
 ``tools-<group>/<host>/node_exporter/activity.csv``.
@@ -32,6 +32,8 @@ from pbench_runner.tools import CollectorContext, ToolContext, ToolOption, ToolS
 log = logging.getLogger(__name__)
 
 EXPORTER = "prometheus-node-exporter"
+#: where the one Prometheus of a group keeps its data, beside the hosts' directories
+SHARED_DIR = "_prometheus"
 #: seconds Prometheus may take to hand its targets to the scrapers
 DISCOVERY_DELAY = 5
 DEFAULT_COLLECTORS = "cpu,meminfo,diskstats,netdev,loadavg,stat,vmstat,filesystem"
@@ -96,7 +98,8 @@ class PrometheusCollector:
 
     def __init__(self, ctx: CollectorContext) -> None:
         self.ctx = ctx
-        self.dir = ctx.tool_dir / "prometheus"
+        # "_" is in no host name, so this never meets a host's directory
+        self.dir = ctx.tool_dir / SHARED_DIR
         self.interval = min(int(t.options.get("interval", 3)) for t in ctx.targets)
         # Errors of the one Prometheus are the sink's, not one host's.
         self.daemon = Daemon(SINK, ctx.tool, "prometheus", self.dir / "prometheus.log")

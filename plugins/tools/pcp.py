@@ -19,7 +19,7 @@ import signal
 import subprocess
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +142,8 @@ class PmcdTool:
         outdir = self.ctx.outdir
         outdir.mkdir(parents=True, exist_ok=True)
         # Sockets and pid files stay out of the data that is sent.
-        self._private = Path(tempfile.mkdtemp(prefix=f"pbench-pmcd-{self.ctx.host}-"))
+        # A short path: pmcd's unix socket lives here (108 bytes at most).
+        self._private = Path(tempfile.mkdtemp(prefix="pbench-pmcd-"))
         conf = self._private / "pmcd.conf"
         conf.write_text(_PMCD_CONF.format(pmdas=PMDA_DIR))
         socket_path = self._private / "pmcd.socket"
@@ -200,16 +201,29 @@ class PmloggerCollector:
         self.loggers: list[tuple[Target, Daemon, Path]] = []
         self._private: Path | None = None
 
-    def start(self) -> None:
+    def start(self) -> list[Exception]:
+        """One pmlogger per host, all at once; a host whose pmlogger fails is reported."""
         self._private = Path(tempfile.mkdtemp(prefix="pbench-pmlogger-"))
-        try:
-            for target in self.ctx.targets:
-                self._start_one(target)
-        except BaseException:
-            self.stop()
-            raise
+        failed: list[Exception] = []
+        lock = threading.Lock()
 
-    def _start_one(self, target: Target) -> None:
+        def start_one(target: Target) -> None:
+            try:
+                started = self._start_one(target)
+            except Exception as exc:
+                with lock:
+                    failed.append(exc)
+            else:
+                with lock:
+                    self.loggers.append(started)
+
+        _each(start_one, self.ctx.targets)
+        if len(failed) == len(self.ctx.targets):
+            self.stop()
+            raise failed[0]
+        return failed
+
+    def _start_one(self, target: Target) -> tuple[Target, Daemon, Path]:
         assert self._private is not None
         outdir = self.ctx.tool_dir / target.host / self.ctx.tool
         outdir.mkdir(parents=True, exist_ok=True)
@@ -237,32 +251,37 @@ class PmloggerCollector:
         ]  # fmt: skip
         # pmlogger serves no port of ours: it is up once its archive exists.
         daemon.start(lambda port: argv, ready=lambda port: Path(f"{archive}.0").exists())
-        self.loggers.append((target, daemon, archive))
+        return target, daemon, archive
 
-    def stop(self) -> None:
-        errors: list[ToolFailed] = []
-        stopped: list[tuple[Target, Path]] = []
-        for target, daemon, archive in self.loggers:
+    def stop(self) -> list[Exception]:
+        """Stop every pmlogger at once (SIGINT closes an archive), then summarise each."""
+        errors: list[Exception] = []
+        lock = threading.Lock()
+
+        def stop_one(logger: tuple[Target, Daemon, Path]) -> None:
+            target, daemon, archive = logger
             try:
-                daemon.stop(sig=signal.SIGINT)  # pmlogger closes its archive on SIGINT
+                daemon.stop(sig=signal.SIGINT)
             except ToolFailed as exc:
-                errors.append(exc)
-            stopped.append((target, archive))
-        self.loggers = []
-        # Summaries of every host at once: pmrep is a Python program.
-        threads = [
-            threading.Thread(target=_activity, args=(t, a), name=f"pmrep-{t.host}")
-            for t, a in stopped
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30.0)
+                with lock:
+                    errors.append(exc)
+            _activity(target, archive)
+
+        loggers, self.loggers = self.loggers, []
+        _each(stop_one, loggers)
         if self._private is not None and self._private.name.startswith("pbench-pmlogger-"):
             shutil.rmtree(self._private, ignore_errors=True)
         self._private = None
-        if errors:
-            raise errors[0]
+        return errors
+
+
+def _each(work: Callable[[Any], None], items: Sequence[Any]) -> None:
+    """``work(item)`` for every item, each in its own thread; returns when all are done."""
+    threads = [threading.Thread(target=work, args=(item,)) for item in items]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def _activity(target: Target, archive: Path) -> None:
