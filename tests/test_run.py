@@ -516,3 +516,38 @@ def test_a_shell_command_past_its_timeout_takes_its_children_with_it(tmp_path: P
         sample.run(f"sleep {marker}; echo never", timeout=0.5)
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert f"sleep {marker}" not in ps
+
+
+DISCOVERY = """
+[tool.pbench]
+files = "perf_*.py"
+functions = "perf_*"
+classes = "Perf*"
+samples = 1
+sysinfo = "none"
+"""
+
+
+def test_classes_project_discovery_patterns_x_and_p(pbench, run_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    suite = tmp_path / "custom"
+    suite.mkdir()
+    (tmp_path / "pyproject.toml").write_text(DISCOVERY)
+    (suite / "perf_things.py").write_text(
+        "class PerfThings:\n"
+        "    def perf_one(self, sample):\n        sample.record('x', 1)\n"
+        "    def perf_two(self, sample):\n        raise RuntimeError('broken')\n"
+        "    def perf_three(self, sample):\n        sample.record('x', 3)\n"
+        "def bench_not_matched(sample):\n    raise AssertionError('not a benchmark here')\n"
+    )
+    (suite / "bench_ignored.py").write_text("def bench_x(sample):\n    raise AssertionError\n")
+    (tmp_path / "extra_plugin.py").write_text(
+        "def pytest_configure(config):\n    print('extra plugin loaded')\n"
+    )
+    proc = pbench("run", str(suite), "-p", "extra_plugin", "--", "-x")
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    assert "extra plugin loaded" in proc.stdout
+    result = latest_result(run_dir)
+    ran = sorted(json.loads((p / "result.json").read_text())["nodeid"].split("::", 1)[1]
+                 for p in result.iterdir() if p.is_dir() and (p / "result.json").exists()
+                 and p.name[0].isdigit())  # fmt: skip
+    assert ran == ["PerfThings::perf_one", "PerfThings::perf_two"]  # -x: stopped at the failure
