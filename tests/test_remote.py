@@ -18,13 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from pbench_runner import procs
+from pbench_runner import bus, procs
 from pbench_runner.config import Deadlines
 from pbench_runner.controller import Controller
 from pbench_runner.errors import ActionError, StartupError
+from pbench_runner.redisserver import RedisServer
+from pbench_runner.remote.broker import ForwardBroker
 from pbench_runner.remote.ssh import open_connection
 from pbench_runner.remote.tunnel import Tunnel
 from pbench_runner.session import all_sessions
+from pbench_runner.sink import ToolDataSink
 from pbench_runner.toolstore import HostTools, ToolGroup, local_hostname
 from tests.conftest import latest_result
 from tests.sshlab import SSHLab, _keygen, lab_or_skip
@@ -408,3 +411,64 @@ def test_a_tool_whose_program_a_remote_host_lacks_is_refused_naming_host_and_pac
     assert "host nodeA" not in message
     assert not _nothing_left(lab, 5)
     assert not _runs_left(lab)
+
+
+def test_the_broker_keeps_one_forward_per_host_and_tool_and_answers_what_it_cannot_do(
+    lab: SSHLab, redis_server: RedisServer
+) -> None:
+    client = open_connection("nodeB", lab.options(), 5)
+    tunnel = Tunnel("nodeB", client.get_transport())  # type: ignore[arg-type,unused-ignore]
+    keys = bus.Keys(bus.new_run_id())
+    r = redis_server.client()
+    broker = ForwardBroker(r, keys, {"nodeB": tunnel})
+    broker.start()
+    address = lab.hosts["nodeB"].address
+    try:
+        # a tool's port changes from one sample to the next: the old forward goes
+        first = bus.request_forward(r, keys, "nodeB", address, 23, 5.0, "pcp")
+        second = bus.request_forward(r, keys, "nodeB", address, 22, 5.0, "pcp")
+        assert tunnel.forwards == 1
+        assert not r.exists(keys.forward("nodeB", address, 23))
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", first), timeout=2).close()
+        with socket.create_connection(("127.0.0.1", second), timeout=5) as sock:
+            assert sock.recv(64).startswith(b"SSH-2.0-OpenSSH")
+        # a malformed request does not end the broker; a host it cannot reach is refused at once
+        r.publish(keys.forward_requests, b"{not json")
+        began = time.monotonic()
+        with pytest.raises(bus.ForwardRefused, match="host nodeA"):
+            bus.request_forward(r, keys, "nodeA", "127.0.0.1", 44321, 5.0, "pcp")
+        assert time.monotonic() - began < 2.0
+        assert broker.is_alive()
+    finally:
+        broker.close()
+        tunnel.close()
+        client.close()
+        r.close()
+
+
+def test_a_tool_the_sink_cannot_reach_through_the_tunnel_fails_naming_the_host(
+    redis_server: RedisServer,
+) -> None:
+    run_id = bus.new_run_id()
+    keys = bus.Keys(run_id)
+    r = redis_server.client()
+    r.set(
+        keys.sink_config,
+        json.dumps({"hosts": ["nodeA"], "tunneled": ["nodeA"], "tools": {"nodeA": {"pcp": {}}}}),
+    )
+    broker = ForwardBroker(r, keys, {})  # the controller has no connection to nodeA
+    broker.start()
+    tds = ToolDataSink(redis_server.url, run_id, redis_server.password)
+    try:
+        report = bus.Report("1-x", "nodeA", "start", True, info={"pcp": {"port": 44321}})
+        reports, errors = tds._through_tunnels({"nodeA": report})
+    finally:
+        broker.close()
+        tds.client.close()
+        r.close()
+    # never the controller's own 127.0.0.1:44321 under nodeA's name
+    assert "pcp" not in reports["nodeA"].info
+    assert list(errors) == ["nodeA"]
+    assert "tool 'pcp' on host nodeA" in errors["nodeA"][0]
+    assert "44321" in errors["nodeA"][0]
