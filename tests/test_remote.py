@@ -21,7 +21,7 @@ import pytest
 from pbench_runner import bus, procs
 from pbench_runner.config import Deadlines
 from pbench_runner.controller import Controller
-from pbench_runner.errors import ActionError, StartupError
+from pbench_runner.errors import ActionError, RemoteHostError, StartupError
 from pbench_runner.redisserver import RedisServer
 from pbench_runner.remote.broker import ForwardBroker
 from pbench_runner.remote.ssh import open_connection
@@ -251,6 +251,23 @@ def test_an_unknown_host_key_is_refused_unless_new_keys_are_accepted(
     assert lab.hosts["nodeA"].address in known.read_text()
     client = open_connection("nodeA", opts, 5)  # now known
     client.close()
+
+
+def test_a_host_key_of_another_type_is_refused_even_when_new_keys_are_accepted(
+    lab: SSHLab, tmp_path: Path
+) -> None:
+    other = tmp_path / "ecdsa_key"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ecdsa", "-N", "", "-f", str(other)], check=True, timeout=10
+    )
+    known = tmp_path / "known_hosts"
+    pub = Path(f"{other}.pub").read_text().split()
+    recorded = f"{lab.hosts['nodeA'].address} {pub[0]} {pub[1]}\n"
+    known.write_text(recorded)
+    opts = lab.options(known_hosts=str(known), accept_new_host_keys=True)
+    with pytest.raises(RemoteHostError, match=r"host nodeA: its host key \(ssh-ed25519\) differs"):
+        open_connection("nodeA", opts, 5).close()
+    assert known.read_text() == recorded
 
 
 def test_forward_to_reaches_a_port_on_the_remote_host(lab: SSHLab) -> None:
