@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from pbench_runner.controller import Controller
 from pbench_runner.errors import ActionError, RemoteHostError, StartupError
 from pbench_runner.redisserver import RedisServer
 from pbench_runner.remote.broker import ForwardBroker
+from pbench_runner.remote.parallel import MAX_WORKERS, on_every_host
 from pbench_runner.remote.ssh import open_connection
 from pbench_runner.remote.tunnel import Tunnel
 from pbench_runner.session import all_sessions
@@ -489,3 +491,30 @@ def test_a_tool_the_sink_cannot_reach_through_the_tunnel_fails_naming_the_host(
     assert list(errors) == ["nodeA"]
     assert "tool 'pcp' on host nodeA" in errors["nodeA"][0]
     assert "44321" in errors["nodeA"][0]
+
+
+def test_no_remote_process_inherits_the_redis_password(lab: SSHLab, tmp_path: Path) -> None:
+    with Controller(_group("nodeA"), tmp_path / "tm", remote=lab.options()) as ctl:
+        assert ctl.run_action("start", tmp_path / "s1").ok
+        environs = {
+            pid: Path(f"/proc/{pid}/environ").read_bytes() for pid in lab.leftovers("nodeA")
+        }
+        assert ctl.run_action("stop", tmp_path / "s1").ok
+        password = ctl.password.encode()
+    assert len(environs) >= 2, environs  # the meister and vmstat at least
+    assert not [pid for pid, env in environs.items() if password in env]
+    assert not _nothing_left(lab, 5, ("nodeA",))
+
+
+def test_hosts_not_contacted_before_the_deadline_say_so() -> None:
+    release = threading.Event()
+    hosts = [f"h{i:02d}" for i in range(MAX_WORKERS + 2)]
+    try:
+        with pytest.raises(StartupError) as info:
+            on_every_host(hosts, lambda h: release.wait(5), 0.2, "remote setup", lambda r: None)
+    finally:
+        release.set()
+    text = str(info.value)
+    assert f"host h{MAX_WORKERS:02d}: remote setup: not contacted before the deadline" in text
+    assert f"({MAX_WORKERS} hosts at once)" in text
+    assert "host h00: remote setup: not done within 0.2 s" in text
