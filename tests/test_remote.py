@@ -518,3 +518,17 @@ def test_hosts_not_contacted_before_the_deadline_say_so() -> None:
     assert f"host h{MAX_WORKERS:02d}: remote setup: not contacted before the deadline" in text
     assert f"({MAX_WORKERS} hosts at once)" in text
     assert "host h00: remote setup: not done within 0.2 s" in text
+
+
+def test_a_meister_lost_between_actions_is_told_within_seconds(
+    lab: SSHLab, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with Controller(_group("nodeA", "nodeB"), tmp_path / "tm", remote=lab.options()) as ctl:
+        assert ctl.run_action("start", tmp_path / "s1").ok
+        meister = [p for p, cmd in lab.leftovers("nodeA").items() if " serve " in cmd]
+        assert len(meister) == 1, lab.leftovers("nodeA")
+        os.kill(meister[0], signal.SIGKILL)
+        told = "host nodeA: the tool meister stopped answering"
+        assert procs.wait_until(lambda: told in capsys.readouterr().err, 8, 0.2)
+        assert ctl.watcher is not None and ctl.watcher.lost == {"nodeA"}
+    assert not _nothing_left(lab, 5)
