@@ -25,6 +25,8 @@ from pbench_runner.controller import Controller
 from pbench_runner.errors import ActionError, RemoteHostError, StartupError
 from pbench_runner.redisserver import RedisServer
 from pbench_runner.remote.broker import ForwardBroker
+from pbench_runner.remote.bundle import Bundle
+from pbench_runner.remote.hosts import RemoteHosts, kill_run
 from pbench_runner.remote.parallel import MAX_WORKERS, on_every_host
 from pbench_runner.remote.ssh import open_connection
 from pbench_runner.remote.tunnel import Tunnel
@@ -532,3 +534,43 @@ def test_a_meister_lost_between_actions_is_told_within_seconds(
         assert procs.wait_until(lambda: told in capsys.readouterr().err, 8, 0.2)
         assert ctl.watcher is not None and ctl.watcher.lost == {"nodeA"}
     assert not _nothing_left(lab, 5)
+
+
+def test_a_bundle_that_cannot_be_unpacked_leaves_no_copy_on_the_host(
+    lab: SSHLab, tmp_path: Path
+) -> None:
+    remotes = RemoteHosts(["nodeA"], lab.options(), bus.new_run_id(), tmp_path, Deadlines())
+    remotes.bundle = Bundle(data=b"not a zip", digest="0" * 20, version="0.0.0")
+    with pytest.raises(StartupError, match="host nodeA: cannot unpack the bundle"):
+        remotes.connect()
+    bundles = lab.remote_dir("nodeA") / "bundles"
+    assert not [p.name for p in bundles.iterdir() if p.name.startswith("0.0.0-")]
+
+
+def test_port_forwarding_on_a_host_cut_after_connecting_fails_in_time_naming_it(
+    lab: SSHLab, tmp_path: Path
+) -> None:
+    deadlines = Deadlines(connect=2.0)
+    remotes = RemoteHosts(["nodeA", "nodeB"], lab.options(), bus.new_run_id(), tmp_path, deadlines)
+    remotes.connect()
+    lab.cut("nodeA")
+    try:
+        began = time.monotonic()
+        with pytest.raises(StartupError) as info:
+            remotes.expose(redis=lambda: ("127.0.0.1", 1), sink=lambda: ("127.0.0.1", 1))
+        assert time.monotonic() - began < deadlines.connect + 1
+    finally:
+        lab.restore("nodeA")
+        remotes.close()
+    assert "host nodeA: port forwarding: not done within 2 s" in str(info.value)
+    assert "nodeB" not in str(info.value)
+
+
+def test_pbench_kill_names_a_host_whose_answer_cannot_be_read(lab: SSHLab) -> None:
+    described = {
+        "options": lab.options(python="echo").to_dict(),  # prints its arguments, not JSON
+        "bundle": "none",
+        "hosts": {"nodeA": {"base": str(lab.remote_dir("nodeA"))}},
+    }
+    (line,) = kill_run(bus.new_run_id(), described, timeout=5.0)
+    assert line.startswith("host nodeA: its kill printed no answer I can read")
