@@ -22,6 +22,7 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,7 +112,7 @@ def run(
             else:
                 chan.status_event.wait(0.01)
         status = chan.recv_exit_status()
-    except TimeoutError as exc:  # socket.timeout too
+    except (TimeoutError, socket.timeout) as exc:  # one and the same from Python 3.10
         raise RemoteHostError(name, f"{what} did not finish within {timeout:g} s") from exc
     except OSError as exc:
         raise RemoteHostError(
@@ -452,7 +453,7 @@ def kill_run(run_id: str, described: dict[str, Any], timeout: float = 10.0) -> l
                 lines.append(future.result(timeout=timeout + 5))
             except RemoteHostError as exc:
                 lines.append(f"{exc} (could not reach it to clean up)")
-            except TimeoutError:
+            except (TimeoutError, FutureTimeout):
                 lines.append(
                     f"host {host}: no answer within {timeout + 5:g} s; run pbench kill again "
                     "or stop its processes there by hand"
