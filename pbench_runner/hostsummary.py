@@ -23,6 +23,8 @@ Series = list[tuple[str, float]]
 ACTIVITY_COLUMNS = ("timestamp", "cpu_busy_pct", "mem_used_mib", "disk_kib_s", "net_kib_s", "load1")
 #: tools whose activity.csv is read, in order of preference
 ACTIVITY_TOOLS = ("pcp", "node_exporter")
+
+
 def is_host_dir(path: Path) -> bool:
     """A host's directory in ``tools-<group>/``; data of the whole group (a
     collector's, like ``_prometheus``) is under a name no host can have."""
@@ -139,11 +141,7 @@ def sample_hosts(sample_dir: Path, group: str) -> dict[str, dict[str, dict[str, 
     base = sample_dir / f"tools-{group}"
     if not base.is_dir():
         return {}
-    return {
-        host.name: host_activity(host)
-        for host in sorted(base.iterdir())
-        if is_host_dir(host)
-    }
+    return {host.name: host_activity(host) for host in sorted(base.iterdir()) if is_host_dir(host)}
 
 
 def combine(per_sample: Iterable[dict[str, dict[str, dict[str, float]]]]) -> dict[str, Any]:
