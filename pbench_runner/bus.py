@@ -224,23 +224,39 @@ def mark_ready(
     pipe.execute()
 
 
+class ForwardRefused(Exception):
+    """The controller answered a forward request with why it cannot open it."""
+
+
 def request_forward(
-    client: redis.Redis, keys: Keys, host: str, address: str, port: int, timeout: float
+    client: redis.Redis,
+    keys: Keys,
+    host: str,
+    address: str,
+    port: int,
+    timeout: float,
+    tool: str = "",
 ) -> int:
     """Ask the controller for a local port leading to ``address:port`` on remote ``host``.
 
     The controller holds the host's SSH connection and answers in the
-    ``forward:`` key; raises TimeoutError when no answer comes in time.
+    ``forward:`` key; raises TimeoutError when no answer comes in time and
+    :class:`ForwardRefused` when the controller says it cannot.
     """
     key = keys.forward(host, address, port)
     deadline = time.monotonic() + timeout
     client.publish(
-        keys.forward_requests, json.dumps({"host": host, "address": address, "port": port})
+        keys.forward_requests,
+        json.dumps({"host": host, "address": address, "port": port, "tool": tool}),
     )
     while True:
         local = client.get(key)
         if local is not None:
-            return int(local)
+            text = local.decode(errors="replace") if isinstance(local, bytes) else str(local)
+            if text.startswith("error:"):
+                client.delete(key)  # a later request asks again
+                raise ForwardRefused(text[len("error:") :].strip())
+            return int(text)
         if time.monotonic() >= deadline:
             raise TimeoutError(
                 f"no forward to {address}:{port} on host {host} within {timeout:g} s"

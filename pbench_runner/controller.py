@@ -30,6 +30,7 @@ from pbench_runner.errors import (
     StartupError,
     UsageError,
 )
+from pbench_runner.hostwatch import HeartbeatWatcher
 from pbench_runner.redisserver import RedisServer
 from pbench_runner.remote.options import ON_HOST_FAILURE, RemoteOptions
 from pbench_runner.session import SessionInfo
@@ -82,6 +83,7 @@ class Controller:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.pids: dict[str, int] = {}
         self.password = ""
+        self.watcher: HeartbeatWatcher | None = None
         self.redis_url = ""
         self._pubsub: Any = None
         self._stopped = False
@@ -204,6 +206,9 @@ class Controller:
             self._wait_ready(ready)
         finally:
             ready.close()
+        if self.remote_hosts:  # a remote host lost between actions is told at once
+            self.watcher = HeartbeatWatcher(self.client, self.keys, self.remote_hosts)
+            self.watcher.start()
 
     def _remote_urls(self) -> dict[str, tuple[str, str]]:
         """Remote host -> the Redis URL and sink URL its meister uses."""
@@ -485,6 +490,8 @@ class Controller:
         if self._stopped:
             return []
         self._stopped = True
+        if self.watcher is not None:  # meisters that are told to exit are not lost
+            self.watcher.close()
         problems: list[str] = []
         if self.client is not None and self.pids:
             try:

@@ -376,12 +376,15 @@ def _raise_terminate(signum: int, frame: FrameType | None) -> None:
     raise Terminate(signal.Signals(signum).name)
 
 
-def serve_host(url: str, run_id: str, host: str) -> int:
-    """Run one host's meister until it is told to stop; returns the exit status."""
+def serve_host(url: str, run_id: str, host: str, password: str | None = None) -> int:
+    """Run one host's meister until it is told to stop; returns the exit status.
+
+    ``password`` is Redis's; by default it comes from the environment.
+    """
     signal.signal(signal.SIGTERM, _raise_terminate)
     signal.signal(signal.SIGINT, _raise_terminate)
     try:
-        with ToolMeister(url, run_id, host) as meister:
+        with ToolMeister(url, run_id, host, password) as meister:
             meister.serve()
     except Terminate as exc:
         log.info("stopped by %s", exc)

@@ -25,7 +25,8 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -35,6 +36,7 @@ import redis
 
 from pbench_runner import bus, cpserver, procs
 from pbench_runner.collectors import Collectors
+from pbench_runner.commandtool import ToolFailed
 from pbench_runner.heartbeat import Heartbeat
 from pbench_runner.pluginmanager import get_plugin_manager, notify, tool_registry
 from pbench_runner.sinkhttp import DataAPI, Upload
@@ -97,9 +99,7 @@ class ToolDataSink:
         self.config: dict[str, Any] = json.loads(raw)
         self.hosts = frozenset(self.config["hosts"])
         self.pm = get_plugin_manager(self.config.get("plugins", ()))
-        self.collectors = Collectors(
-            tool_registry(self.pm), self.config.get("tools", {}), reach=self._reach
-        )
+        self.collectors = Collectors(tool_registry(self.pm), self.config.get("tools", {}))
         self.tracker: Tracker | None = None
         self.last_seq = 0
         #: reports that arrived before the sink saw their action
@@ -109,19 +109,51 @@ class ToolDataSink:
         self.lock = threading.Lock()
         self.stopping = threading.Event()
 
-    def _reach(self, host: str, facts: Mapping[str, Any]) -> Mapping[str, Any]:
-        """A remote host's tool, behind its SSH tunnel, is reached at a local port."""
-        if host not in self.config.get("tunneled", ()):
-            return facts
-        address = str(facts.get("address", "127.0.0.1"))
+    def _through_tunnels(
+        self, reports: Mapping[str, bus.Report]
+    ) -> tuple[dict[str, bus.Report], dict[str, list[str]]]:
+        """The reports with each tunneled host's tools reached at a local forward.
+
+        A tool whose forward cannot be had is left out of its host's report
+        (its collector then does not record that host) and its error is filed
+        under that host: the collector never records the controller's own
+        service, at the remote port, under the remote host's name.
+        """
+        tunneled = set(self.config.get("tunneled", ())) & reports.keys()
+        wanted = [
+            (host, tool, facts)
+            for host in sorted(tunneled)
+            for tool in self.collectors.tools()
+            if tool in self.collectors.host_tools.get(host, {})
+            and isinstance(facts := reports[host].info.get(tool), Mapping)
+            and "port" in facts
+        ]
+        out = dict(reports)
+        errors: dict[str, list[str]] = {}
+        if not wanted:
+            return out, errors
+        with ThreadPoolExecutor(min(32, len(wanted)), thread_name_prefix="forward") as pool:
+            answers = list(pool.map(lambda w: self._forward(*w), wanted))
+        for (host, tool, facts), (local, why) in zip(wanted, answers):
+            report = out[host] = replace(out[host], info=dict(out[host].info))
+            if local is None:
+                del report.info[tool]
+                errors.setdefault(host, []).append(str(ToolFailed(host, tool, why)))
+            else:
+                report.info[tool] = {**facts, "address": "127.0.0.1", "port": local}
+        return out, errors
+
+    def _forward(self, host: str, tool: str, facts: Mapping[str, Any]) -> tuple[int | None, str]:
+        """A local port leading to ``facts``' port on ``host``, or None and why not."""
+        address, port = str(facts.get("address", "127.0.0.1")), int(facts["port"])
         try:
-            local = bus.request_forward(
-                self.client, self.keys, host, address, int(facts["port"]), 10.0
+            return bus.request_forward(self.client, self.keys, host, address, port, 10.0, tool), ""
+        except (TimeoutError, bus.ForwardRefused) as exc:
+            log.error("host %s: tool %s: %s", host, tool, exc)
+            return None, (
+                f"the sink cannot reach its port {port} on the host ({exc}); "
+                f"check the host's SSH connection and tm/tm-{host}.log"
             )
-        except TimeoutError as exc:  # the collector then fails, naming the host
-            log.error("host %s: %s", host, exc)
-            return facts
-        return {**facts, "address": "127.0.0.1", "port": local}
 
     # --- called from HTTP threads ------------------------------------------
 
@@ -248,9 +280,11 @@ class ToolDataSink:
         if action.action == "start" and not self.tracker.collecting:
             # Every host that answered has its tools up: now record them.
             self.tracker.collecting = True
-            self.tracker.sink_errors.update(
-                self.collectors.start(action.directory, action.group, self.tracker.reports)
-            )
+            reports, unreachable = self._through_tunnels(self.tracker.reports)
+            errors = self.collectors.start(action.directory, action.group, reports)
+            for host, errs in unreachable.items():
+                errors.setdefault(host, []).extend(errs)
+            self.tracker.sink_errors.update(errors)
         result = self.tracker.result(timed_out)
         result.reason = reason
         payload = result.dumps()

@@ -12,19 +12,26 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from pbench_runner import procs
+from pbench_runner import bus, procs
 from pbench_runner.config import Deadlines
 from pbench_runner.controller import Controller
-from pbench_runner.errors import ActionError, StartupError
+from pbench_runner.errors import ActionError, RemoteHostError, StartupError
+from pbench_runner.redisserver import RedisServer
+from pbench_runner.remote.broker import ForwardBroker
+from pbench_runner.remote.bundle import Bundle
+from pbench_runner.remote.hosts import RemoteHosts, kill_run
+from pbench_runner.remote.parallel import MAX_WORKERS, on_every_host
 from pbench_runner.remote.ssh import open_connection
 from pbench_runner.remote.tunnel import Tunnel
 from pbench_runner.session import all_sessions
+from pbench_runner.sink import ToolDataSink
 from pbench_runner.toolstore import HostTools, ToolGroup, local_hostname
 from tests.conftest import latest_result
 from tests.sshlab import SSHLab, _keygen, lab_or_skip
@@ -250,6 +257,23 @@ def test_an_unknown_host_key_is_refused_unless_new_keys_are_accepted(
     client.close()
 
 
+def test_a_host_key_of_another_type_is_refused_even_when_new_keys_are_accepted(
+    lab: SSHLab, tmp_path: Path
+) -> None:
+    other = tmp_path / "ecdsa_key"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ecdsa", "-N", "", "-f", str(other)], check=True, timeout=10
+    )
+    known = tmp_path / "known_hosts"
+    pub = Path(f"{other}.pub").read_text().split()
+    recorded = f"{lab.hosts['nodeA'].address} {pub[0]} {pub[1]}\n"
+    known.write_text(recorded)
+    opts = lab.options(known_hosts=str(known), accept_new_host_keys=True)
+    with pytest.raises(RemoteHostError, match=r"host nodeA: its host key \(ssh-ed25519\) differs"):
+        open_connection("nodeA", opts, 5).close()
+    assert known.read_text() == recorded
+
+
 def test_forward_to_reaches_a_port_on_the_remote_host(lab: SSHLab) -> None:
     client = open_connection("nodeB", lab.options(), 5)
     tunnel = Tunnel("nodeB", client.get_transport())  # type: ignore[arg-type]
@@ -408,3 +432,145 @@ def test_a_tool_whose_program_a_remote_host_lacks_is_refused_naming_host_and_pac
     assert "host nodeA" not in message
     assert not _nothing_left(lab, 5)
     assert not _runs_left(lab)
+
+
+def test_the_broker_keeps_one_forward_per_host_and_tool_and_answers_what_it_cannot_do(
+    lab: SSHLab, redis_server: RedisServer
+) -> None:
+    client = open_connection("nodeB", lab.options(), 5)
+    tunnel = Tunnel("nodeB", client.get_transport())  # type: ignore[arg-type,unused-ignore]
+    keys = bus.Keys(bus.new_run_id())
+    r = redis_server.client()
+    broker = ForwardBroker(r, keys, {"nodeB": tunnel})
+    broker.start()
+    address = lab.hosts["nodeB"].address
+    try:
+        # a tool's port changes from one sample to the next: the old forward goes
+        first = bus.request_forward(r, keys, "nodeB", address, 23, 5.0, "pcp")
+        second = bus.request_forward(r, keys, "nodeB", address, 22, 5.0, "pcp")
+        assert tunnel.forwards == 1
+        assert not r.exists(keys.forward("nodeB", address, 23))
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", first), timeout=2).close()
+        with socket.create_connection(("127.0.0.1", second), timeout=5) as sock:
+            assert sock.recv(64).startswith(b"SSH-2.0-OpenSSH")
+        # a malformed request does not end the broker; a host it cannot reach is refused at once
+        r.publish(keys.forward_requests, b"{not json")
+        began = time.monotonic()
+        with pytest.raises(bus.ForwardRefused, match="host nodeA"):
+            bus.request_forward(r, keys, "nodeA", "127.0.0.1", 44321, 5.0, "pcp")
+        assert time.monotonic() - began < 2.0
+        assert broker.is_alive()
+    finally:
+        broker.close()
+        tunnel.close()
+        client.close()
+        r.close()
+
+
+def test_a_tool_the_sink_cannot_reach_through_the_tunnel_fails_naming_the_host(
+    redis_server: RedisServer,
+) -> None:
+    run_id = bus.new_run_id()
+    keys = bus.Keys(run_id)
+    r = redis_server.client()
+    r.set(
+        keys.sink_config,
+        json.dumps({"hosts": ["nodeA"], "tunneled": ["nodeA"], "tools": {"nodeA": {"pcp": {}}}}),
+    )
+    broker = ForwardBroker(r, keys, {})  # the controller has no connection to nodeA
+    broker.start()
+    tds = ToolDataSink(redis_server.url, run_id, redis_server.password)
+    try:
+        report = bus.Report("1-x", "nodeA", "start", True, info={"pcp": {"port": 44321}})
+        reports, errors = tds._through_tunnels({"nodeA": report})
+    finally:
+        broker.close()
+        tds.client.close()
+        r.close()
+    # never the controller's own 127.0.0.1:44321 under nodeA's name
+    assert "pcp" not in reports["nodeA"].info
+    assert list(errors) == ["nodeA"]
+    assert "tool 'pcp' on host nodeA" in errors["nodeA"][0]
+    assert "44321" in errors["nodeA"][0]
+
+
+def test_no_remote_process_inherits_the_redis_password(lab: SSHLab, tmp_path: Path) -> None:
+    with Controller(_group("nodeA"), tmp_path / "tm", remote=lab.options()) as ctl:
+        assert ctl.run_action("start", tmp_path / "s1").ok
+        environs = {
+            pid: Path(f"/proc/{pid}/environ").read_bytes() for pid in lab.leftovers("nodeA")
+        }
+        assert ctl.run_action("stop", tmp_path / "s1").ok
+        password = ctl.password.encode()
+    assert len(environs) >= 2, environs  # the meister and vmstat at least
+    assert not [pid for pid, env in environs.items() if password in env]
+    assert not _nothing_left(lab, 5, ("nodeA",))
+
+
+def test_hosts_not_contacted_before_the_deadline_say_so() -> None:
+    release = threading.Event()
+    hosts = [f"h{i:02d}" for i in range(MAX_WORKERS + 2)]
+    try:
+        with pytest.raises(StartupError) as info:
+            on_every_host(hosts, lambda h: release.wait(5), 0.2, "remote setup", lambda r: None)
+    finally:
+        release.set()
+    text = str(info.value)
+    assert f"host h{MAX_WORKERS:02d}: remote setup: not contacted before the deadline" in text
+    assert f"({MAX_WORKERS} hosts at once)" in text
+    assert "host h00: remote setup: not done within 0.2 s" in text
+
+
+def test_a_meister_lost_between_actions_is_told_within_seconds(
+    lab: SSHLab, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with Controller(_group("nodeA", "nodeB"), tmp_path / "tm", remote=lab.options()) as ctl:
+        assert ctl.run_action("start", tmp_path / "s1").ok
+        meister = [p for p, cmd in lab.leftovers("nodeA").items() if " serve " in cmd]
+        assert len(meister) == 1, lab.leftovers("nodeA")
+        os.kill(meister[0], signal.SIGKILL)
+        told = "host nodeA: the tool meister stopped answering"
+        assert procs.wait_until(lambda: told in capsys.readouterr().err, 8, 0.2)
+        assert ctl.watcher is not None and ctl.watcher.lost == {"nodeA"}
+    assert not _nothing_left(lab, 5)
+
+
+def test_a_bundle_that_cannot_be_unpacked_leaves_no_copy_on_the_host(
+    lab: SSHLab, tmp_path: Path
+) -> None:
+    remotes = RemoteHosts(["nodeA"], lab.options(), bus.new_run_id(), tmp_path, Deadlines())
+    remotes.bundle = Bundle(data=b"not a zip", digest="0" * 20, version="0.0.0")
+    with pytest.raises(StartupError, match="host nodeA: cannot unpack the bundle"):
+        remotes.connect()
+    bundles = lab.remote_dir("nodeA") / "bundles"
+    assert not [p.name for p in bundles.iterdir() if p.name.startswith("0.0.0-")]
+
+
+def test_port_forwarding_on_a_host_cut_after_connecting_fails_in_time_naming_it(
+    lab: SSHLab, tmp_path: Path
+) -> None:
+    deadlines = Deadlines(connect=2.0)
+    remotes = RemoteHosts(["nodeA", "nodeB"], lab.options(), bus.new_run_id(), tmp_path, deadlines)
+    remotes.connect()
+    lab.cut("nodeA")
+    try:
+        began = time.monotonic()
+        with pytest.raises(StartupError) as info:
+            remotes.expose(redis=lambda: ("127.0.0.1", 1), sink=lambda: ("127.0.0.1", 1))
+        assert time.monotonic() - began < deadlines.connect + 1
+    finally:
+        lab.restore("nodeA")
+        remotes.close()
+    assert "host nodeA: port forwarding: not done within 2 s" in str(info.value)
+    assert "nodeB" not in str(info.value)
+
+
+def test_pbench_kill_names_a_host_whose_answer_cannot_be_read(lab: SSHLab) -> None:
+    described = {
+        "options": lab.options(python="echo").to_dict(),  # prints its arguments, not JSON
+        "bundle": "none",
+        "hosts": {"nodeA": {"base": str(lab.remote_dir("nodeA"))}},
+    }
+    (line,) = kill_run(bus.new_run_id(), described, timeout=5.0)
+    assert line.startswith("host nodeA: its kill printed no answer I can read")

@@ -5,7 +5,11 @@ node_exporter, which listens on that host's loopback.  In tunnel mode the
 sink asks, over Redis (:func:`pbench_runner.bus.request_forward`); this
 thread, in the controller that holds the SSH connections, opens a local
 forward with :meth:`~pbench_runner.remote.tunnel.Tunnel.forward_to` and
-writes its port back.
+writes its port back.  A tool's remote port changes from one sample to the
+next (pmcd and node_exporter start anew), so a new forward for the same host
+and tool closes the one before it: a long run holds one forward per host and
+tool, not one per sample.  A request that cannot be met is answered with
+``error: <why>``, so the sink fails that host's collector at once.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import logging
 import threading
 from collections.abc import Mapping
 
+import paramiko
 import redis
 
 from pbench_runner import bus
@@ -32,6 +37,8 @@ class ForwardBroker(threading.Thread):
         self.keys = keys
         self.tunnels = tunnels
         self._closing = threading.Event()
+        #: (host, tool) -> (local port, its forward: key) of the latest forward
+        self._latest: dict[tuple[str, str], tuple[int, str]] = {}
         self._pubsub = client.pubsub(ignore_subscribe_messages=True)
         # Subscribed before any meister starts, so no request can be missed.
         self._pubsub.subscribe(keys.forward_requests)
@@ -45,24 +52,53 @@ class ForwardBroker(threading.Thread):
                 self._closing.wait(0.5)
                 continue
             if msg and msg["type"] == "message":
-                self._answer(json.loads(msg["data"]))
+                self._serve_one(msg["data"])
 
-    def _answer(self, request: dict[str, object]) -> None:
-        host, address, port = (
-            str(request["host"]),
-            str(request["address"]),
-            int(str(request["port"])),
-        )
-        tunnel = self.tunnels.get(host)
-        if tunnel is None:
-            log.warning("forward request for %s, which is not a tunneled host", host)
+    def _serve_one(self, data: bytes) -> None:
+        """Answer one request; whatever goes wrong is answered too, never fatal to the thread."""
+        try:
+            request = json.loads(data)
+            host, address, port = (
+                str(request["host"]),
+                str(request["address"]),
+                int(str(request["port"])),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("a malformed forward request %r: %s", data[:200], exc)
             return
         key = self.keys.forward(host, address, port)
+        try:
+            self._answer(host, address, port, str(request.get("tool", "")), key)
+        except (paramiko.SSHException, OSError, EOFError, redis.exceptions.RedisError) as exc:
+            self._refuse(host, key, f"the controller cannot open a forward: {exc}")
+        except Exception as exc:  # a bug here must not end the thread unseen
+            log.exception("host %s: forward request failed", host)
+            self._refuse(host, key, f"{type(exc).__name__}: {exc}")
+
+    def _answer(self, host: str, address: str, port: int, tool: str, key: str) -> None:
+        tunnel = self.tunnels.get(host)
+        if tunnel is None:
+            self._refuse(host, key, "it is not a tunneled host of this session")
+            return
         if self.client.exists(key):
             return
         local = tunnel.forward_to(port, address)
         self.client.set(key, local, ex=24 * 3600)
         log.info("host %s: %s:%d there is 127.0.0.1:%d here", host, address, port, local)
+        if tool:
+            previous = self._latest.get((host, tool))
+            self._latest[(host, tool)] = (local, key)
+            if previous is not None:
+                tunnel.close_forward(previous[0])
+                self.client.delete(previous[1])
+                log.info("host %s: closed %s's forward 127.0.0.1:%d", host, tool, previous[0])
+
+    def _refuse(self, host: str, key: str, why: str) -> None:
+        log.error("host %s: forward request refused: %s", host, why)
+        try:
+            self.client.set(key, f"error: host {host}: {why}", ex=60)
+        except redis.exceptions.RedisError as exc:
+            log.error("host %s: cannot answer the forward request: %s", host, exc)
 
     def close(self) -> None:
         self._closing.set()

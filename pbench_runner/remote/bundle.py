@@ -5,8 +5,9 @@ packages the meister imports, with a ``__main__.py`` and the entry points the
 plugin manager looks for.  It is built byte for byte the same from the same
 sources, so its SHA-256 names it: on a host it is unpacked once into
 ``<remote dir>/bundles/<digest>/`` and later runs skip the copy.  It runs as
-``python3 -I <dir>/__main__.py``: isolated from the host's site packages and
-environment, so it proves itself complete.
+``python3 -I -S <dir>/__main__.py``: isolated from the host's site packages
+(``-S``: not even the distribution's ``dist-packages``) and environment, so it
+proves itself complete.
 """
 
 from __future__ import annotations
@@ -60,8 +61,12 @@ INSTALL: Final = """\
 import os, shutil, sys, zipfile
 src, dest = sys.argv[1], sys.argv[2]
 tmp = dest + ".tmp-" + str(os.getpid())
-with zipfile.ZipFile(src) as zf:
-    zf.extractall(tmp)
+try:
+    with zipfile.ZipFile(src) as zf:
+        zf.extractall(tmp)
+except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
 try:
     os.rename(tmp, dest)
 except OSError:
@@ -72,13 +77,15 @@ os.unlink(src)
 """
 
 #: run on the host before anything is copied: the Python version, the remote
-#: directory made absolute (and created), and whether this bundle is cached
+#: directory made absolute (and created), whether this bundle is cached, and
+#: the controller's address as the host sees it (``$SSH_CONNECTION``)
 PROBE: Final = """\
 import json, os, sys
 base = os.path.abspath(os.path.expanduser(sys.argv[1]))
 os.makedirs(os.path.join(base, "bundles"), exist_ok=True)
 main = os.path.join(base, "bundles", sys.argv[2], "__main__.py")
-print(json.dumps({"python": list(sys.version_info[:3]), "base": base, "cached": os.path.isfile(main)}))
+client = (os.environ.get("SSH_CONNECTION") or "").split()[:1]
+print(json.dumps({"python": list(sys.version_info[:3]), "base": base, "cached": os.path.isfile(main), "client": client[0] if client else ""}))
 """
 
 

@@ -22,6 +22,7 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,8 @@ def run(
     transport = client.get_transport()
     if transport is None or not transport.is_active():
         raise RemoteHostError(name, "the SSH connection is closed")
+    chan: paramiko.Channel | None = None
+    what = command.split()[0]
     try:
         chan = transport.open_session(timeout=timeout)
         chan.settimeout(timeout)
@@ -109,13 +112,17 @@ def run(
             else:
                 chan.status_event.wait(0.01)
         status = chan.recv_exit_status()
-        chan.close()
-    except (TimeoutError, OSError) as exc:
+    except (TimeoutError, socket.timeout) as exc:  # one and the same from Python 3.10
+        raise RemoteHostError(name, f"{what} did not finish within {timeout:g} s") from exc
+    except OSError as exc:
         raise RemoteHostError(
-            name, f"{command.split()[0]} did not finish within {timeout:g} s"
+            name, f"the SSH connection failed while running {what}: {exc.strerror or exc}"
         ) from exc
     except (paramiko.SSHException, EOFError) as exc:
         raise RemoteHostError(name, f"the SSH connection failed: {exc}") from exc
+    finally:
+        if chan is not None:
+            chan.close()
     return status, out.getvalue().decode(errors="replace"), err.getvalue().decode(errors="replace")
 
 
@@ -156,7 +163,7 @@ class RemoteHosts:
             remote_dir = self.opts.remote_dir.replace("{host}", name)
             status, out, err = run(
                 (name, client),
-                f"{shlex.quote(self.opts.python)} -I -c {shlex.quote(bundles.PROBE)} "
+                f"{shlex.quote(self.opts.python)} -I -S -c {shlex.quote(bundles.PROBE)} "
                 f"{shlex.quote(remote_dir)} {shlex.quote(self.bundle.name)}",
                 self.deadlines.connect,
             )
@@ -168,7 +175,18 @@ class RemoteHosts:
                 raise RemoteHostError(
                     name, f"cannot prepare {remote_dir} there: {err.strip() or out.strip()}"
                 )
-            probe: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+            lines = out.strip().splitlines()
+            try:
+                probe: dict[str, Any] = json.loads(lines[-1])
+            except (IndexError, ValueError) as exc:
+                raise RemoteHostError(
+                    name,
+                    f"the probe of {self.opts.python} printed {lines[-1]!r} instead of its "
+                    "answer; check that the login prints nothing"
+                    if lines
+                    else f"the probe of {self.opts.python} printed nothing; check that "
+                    f"{self.opts.python} runs there",
+                ) from exc
             if tuple(probe["python"][:2]) < MIN_PYTHON:
                 version = ".".join(map(str, probe["python"]))
                 raise RemoteHostError(
@@ -181,7 +199,8 @@ class RemoteHosts:
                 client=client,
                 base=str(probe["base"]),
                 python=list(probe["python"]),
-                address=str(transport.sock.getsockname()[0]),
+                # as the host sees it (a NAT may stand between); else as this side does
+                address=str(probe.get("client") or transport.sock.getsockname()[0]),
                 peer=str(transport.getpeername()[0]),
                 copied=not probe["cached"],
                 tunnel=Tunnel(name, transport),
@@ -207,14 +226,27 @@ class RemoteHosts:
                 sftp.putfo(io.BytesIO(self.bundle.data), upload, confirm=True)
         except (OSError, paramiko.SSHException) as exc:
             raise RemoteHostError(host.name, f"cannot copy the bundle to {upload}: {exc}") from exc
-        status, _out, err = run(
-            host,
-            f"{shlex.quote(self.opts.python)} -I -c {shlex.quote(bundles.INSTALL)} "
-            f"{shlex.quote(upload)} {shlex.quote(dest)}",
-            self.deadlines.startup,
-        )
-        if status != 0:
-            raise RemoteHostError(host.name, f"cannot unpack the bundle in {dest}: {err.strip()}")
+        status = 1
+        try:
+            status, _out, err = run(
+                host,
+                f"{shlex.quote(self.opts.python)} -I -S -c {shlex.quote(bundles.INSTALL)} "
+                f"{shlex.quote(upload)} {shlex.quote(dest)}",
+                self.deadlines.startup,
+            )
+            if status != 0:
+                raise RemoteHostError(
+                    host.name, f"cannot unpack the bundle in {dest}: {err.strip()}"
+                )
+        finally:
+            if status != 0:  # INSTALL removes the zip once it is in place, not before
+                self._remove_upload(host, upload)
+
+    def _remove_upload(self, host: RemoteHost, upload: str) -> None:
+        try:
+            run(host, f"rm -f {shlex.quote(upload)}", self.deadlines.connect)
+        except RemoteHostError as exc:
+            log.warning("host %s: cannot remove %s: %s", host.name, upload, exc)
 
     def controller_address(self) -> str:
         """Direct mode: the one address every remote host sees the controller at."""
@@ -230,12 +262,22 @@ class RemoteHosts:
         return seen.pop()
 
     def expose(self, redis: Resolver, sink: Resolver) -> None:
-        """Tunnel mode: on every host, loopback ports that lead to Redis and the sink."""
-        for host in self.hosts.values():
+        """Tunnel mode: on every host, loopback ports that lead to Redis and the sink.
+
+        All hosts at once, under the ``connect`` deadline: a host whose link
+        was cut after connecting would otherwise hold up the start for ever.
+        """
+
+        def expose_one(name: str) -> None:
+            host = self.hosts[name]
             try:
                 host.ports = {"redis": host.tunnel.expose(redis), "sink": host.tunnel.expose(sink)}
             except (paramiko.SSHException, EOFError, OSError) as exc:
-                raise RemoteHostError(host.name, f"port forwarding was refused: {exc}") from exc
+                raise RemoteHostError(name, f"port forwarding was refused: {exc}") from exc
+
+        on_every_host(
+            list(self.hosts), expose_one, self.deadlines.connect, "port forwarding", _nothing
+        )
 
     def serve_forwards(self, client: redis.Redis, keys: bus.Keys) -> None:
         """Tunnel mode: answer the sink's requests for a way to a host's tool."""
@@ -265,7 +307,7 @@ class RemoteHosts:
             main = f"{host.base}/bundles/{self.bundle.name}/__main__.py"
             command = (
                 f"cd {shlex.quote(host.base)} && {RUN_ENV}={shlex.quote(self.run_id)} exec "
-                f"{shlex.quote(self.opts.python)} -I {shlex.quote(main)} serve "
+                f"{shlex.quote(self.opts.python)} -I -S {shlex.quote(main)} serve "
                 f"--redis {shlex.quote(redis_urls[name])} --run-id {shlex.quote(self.run_id)} "
                 f"--host {shlex.quote(name)} --base {shlex.quote(host.base)} "
                 f"--lost-after {self.deadlines.reconnect:g}"
@@ -357,10 +399,14 @@ class RemoteHosts:
         return problem
 
 
+def _nothing(_result: object) -> None:
+    """Nothing to undo."""
+
+
 def kill_command(opts: RemoteOptions, base: str, bundle_name: str, run_id: str) -> str:
     main = f"{base}/bundles/{bundle_name}/__main__.py"
     return (
-        f"{shlex.quote(opts.python)} -I {shlex.quote(main)} kill "
+        f"{shlex.quote(opts.python)} -I -S {shlex.quote(main)} kill "
         f"--run-id {shlex.quote(run_id)} --base {shlex.quote(base)}"
     )
 
@@ -402,9 +448,16 @@ def kill_run(run_id: str, described: dict[str, Any], timeout: float = 10.0) -> l
     lines: list[str] = []
     with ThreadPoolExecutor(max(1, min(MAX_WORKERS, len(hosts)))) as pool:
         futures = {h: pool.submit(one, h) for h in sorted(hosts)}
-        for _host, future in futures.items():
+        for host, future in futures.items():
             try:
                 lines.append(future.result(timeout=timeout + 5))
             except RemoteHostError as exc:
                 lines.append(f"{exc} (could not reach it to clean up)")
+            except (TimeoutError, FutureTimeout):
+                lines.append(
+                    f"host {host}: no answer within {timeout + 5:g} s; run pbench kill again "
+                    "or stop its processes there by hand"
+                )
+            except ValueError as exc:
+                lines.append(f"host {host}: its kill printed no answer I can read ({exc})")
     return lines

@@ -86,14 +86,13 @@ def _stop_self(base: Path, run_id: str) -> Callable[[str], None]:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from pbench_runner import bus
     from pbench_runner.meister import serve_host
 
     # The end of the SSH session is seen by the watchdog, which stops the meister
     # in order; a hangup must not kill it before it has cleaned up.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # Given to the meister, never put in the environment every tool inherits.
     password = sys.stdin.buffer.readline().strip().decode()
-    os.environ[bus.PASSWORD_ENV] = password
     base = Path(args.base)
     run_dir(base, args.run_id).mkdir(parents=True, exist_ok=True)
     log.info(
@@ -106,7 +105,7 @@ def serve(args: argparse.Namespace) -> int:
     )
     Watchdog(args.lost_after, _stop_self(base, args.run_id)).start()
     try:
-        return serve_host(args.redis, args.run_id, args.host)
+        return serve_host(args.redis, args.run_id, args.host, password)
     finally:
         remove_run_dir(base, args.run_id)
 

@@ -37,10 +37,18 @@ def on_every_host(
     pool = ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(hosts)), thread_name_prefix=what)
     futures = {host: pool.submit(work, host) for host in hosts}
     _, pending = wait(futures.values(), timeout=timeout)
-    pool.shutdown(wait=False)
+    # Hosts not yet begun are dropped: a late start would only be undone.
+    pool.shutdown(wait=False, cancel_futures=True)
+    workers = min(MAX_WORKERS, len(hosts))
     results: dict[str, T] = {}
     failures: dict[str, str] = {}
     for host, future in futures.items():
+        if future.cancelled():
+            failures[host] = (
+                f"host {host}: {what}: not contacted before the deadline of {timeout:g} s "
+                f"({workers} hosts at once); raise the deadline or reach fewer hosts"
+            )
+            continue
         if future in pending:
             failures[host] = f"host {host}: {what}: not done within {timeout:g} s"
             future.add_done_callback(lambda f: _undo_late(f, undo))

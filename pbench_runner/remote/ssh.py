@@ -76,6 +76,14 @@ class _AcceptNew(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]
     def missing_host_key(
         self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
     ) -> None:
+        # paramiko asks here too when the host offers a key of a type not
+        # recorded: a host with *any* recorded key is not new, so refuse.
+        known = client.get_host_keys()
+        names = [hostname] if hostname.startswith("[") else [hostname, f"[{hostname}]:22"]
+        for name in names:
+            recorded = known.lookup(name)
+            if recorded:
+                raise paramiko.BadHostKeyException(hostname, key, next(iter(recorded.values())))
         line = paramiko.hostkeys.HostKeyEntry([hostname], key).to_line()
         with self._lock:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

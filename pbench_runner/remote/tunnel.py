@@ -64,7 +64,7 @@ class Tunnel:
         self.host = host
         self.transport = transport
         self._exposed: dict[int, Resolver] = {}
-        self._listeners: list[socket.socket] = []
+        self._listeners: dict[int, socket.socket] = {}
         self._closed = threading.Event()
 
     # --- remote host -> controller ---------------------------------------------
@@ -105,18 +105,30 @@ class Tunnel:
 
     def forward_to(self, remote_port: int, remote_host: str = "127.0.0.1") -> int:
         """A port on the controller's 127.0.0.1 that leads to ``remote_host:remote_port``
-        as seen from the remote host; it lasts as long as the tunnel."""
+        as seen from the remote host; it lasts until :meth:`close_forward` or the tunnel's end."""
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.bind(("127.0.0.1", 0))
         listener.listen(64)
-        self._listeners.append(listener)
+        local = int(listener.getsockname()[1])
+        self._listeners[local] = listener
         threading.Thread(
             target=self._accept,
             args=(listener, (remote_host, remote_port)),
             name="tunnel-out",
             daemon=True,
         ).start()
-        return int(listener.getsockname()[1])
+        return local
+
+    def close_forward(self, local_port: int) -> None:
+        """Stop accepting on a local forward; connections already made run to their end."""
+        listener = self._listeners.pop(local_port, None)
+        if listener is not None:
+            _close_listener(listener)
+
+    @property
+    def forwards(self) -> int:
+        """How many local forwards are open."""
+        return len(self._listeners)
 
     def _accept(self, listener: socket.socket, dest: tuple[str, int]) -> None:
         while not self._closed.is_set():
@@ -134,10 +146,15 @@ class Tunnel:
 
     def close(self) -> None:
         self._closed.set()
-        for listener in self._listeners:
-            with contextlib.suppress(OSError):
-                listener.shutdown(socket.SHUT_RDWR)
-            listener.close()
+        for port in list(self._listeners):
+            self.close_forward(port)
         # The remote ports close with the SSH connection; cancelling them one by
         # one would wait on a connection that may be cut.
         self._exposed.clear()
+
+
+def _close_listener(listener: socket.socket) -> None:
+    # shutdown() wakes the thread blocked in accept(); close() alone would not.
+    with contextlib.suppress(OSError):
+        listener.shutdown(socket.SHUT_RDWR)
+    listener.close()
