@@ -195,7 +195,7 @@ class Store:
         with tempfile.TemporaryDirectory(dir=self.incoming, prefix="staging-") as staging:
 
             def consume(stream: Any) -> archive.Contents:
-                return archive.read(stream, name, Path(staging))
+                return archive.read(stream, name, Path(staging), self.limits.max_unpacked)
 
             try:
                 with receive(rfile, length, md5, self.incoming, consume) as got:

@@ -11,7 +11,7 @@ data filter first; one unsafe member (or one with a ``..`` component)
 refuses the whole tarball.
 
 What is unpacked is capped: a wanted member past :data:`MAX_MEMBER` is
-listed but not unpacked, and once :data:`MAX_UNPACKED` bytes are unpacked
+listed but not unpacked, and once ``max_unpacked`` bytes are unpacked
 the tarball is refused (413), so that a small, highly compressed upload
 cannot fill the disk.  CSV files are read row by row, once each, and
 :mod:`pbench_runner.hostsummary` keeps at most ``MAX_TIMES`` timestamps of
@@ -44,7 +44,7 @@ WANTED: Final = re.compile(
 )
 #: a wanted member larger than this is listed but not unpacked
 MAX_MEMBER: Final = 64 << 20
-#: the most bytes unpacked from one upload (beyond it the upload is refused with 413)
+#: the most bytes unpacked from one upload by default (beyond it: refused with 413)
 MAX_UNPACKED: Final = 256 << 20
 #: points per plotted series; longer series are thinned evenly
 MAX_POINTS: Final = 400
@@ -57,7 +57,7 @@ class NotAResult(Exception):
 
 
 class TooMuchToUnpack(NotAResult):
-    """The files the index reads would unpack to more than :data:`MAX_UNPACKED` (413)."""
+    """The files the index reads would unpack to more than the server takes (413)."""
 
     status = 413
 
@@ -77,9 +77,9 @@ class Contents:
         return node if isinstance(node, str) else ""
 
 
-def read(stream: IO[bytes], name: str, staging: Path) -> Contents:
+def read(stream: IO[bytes], name: str, staging: Path, max_unpacked: int = MAX_UNPACKED) -> Contents:
     """Check every member of the ``.tar.xz`` in ``stream`` and read what the index needs."""
-    files = _unpack_wanted(stream, name, staging)
+    files = _unpack_wanted(stream, name, staging, max_unpacked)
     root = staging / name
     try:
         metadata = json.loads((root / "metadata.json").read_text())
@@ -137,7 +137,9 @@ def check_metadata(metadata: Any, name: str) -> None:
                     )
 
 
-def _unpack_wanted(stream: IO[bytes], name: str, staging: Path) -> list[list[Any]]:
+def _unpack_wanted(
+    stream: IO[bytes], name: str, staging: Path, max_unpacked: int
+) -> list[list[Any]]:
     files: list[list[Any]] = []
     unpacked = 0
     try:
@@ -159,10 +161,10 @@ def _unpack_wanted(stream: IO[bytes], name: str, staging: Path) -> list[list[Any
                     files.append([inner, member.size])
                     if member.size <= MAX_MEMBER and WANTED.match(inner):
                         unpacked += member.size
-                        if unpacked > MAX_UNPACKED:
+                        if unpacked > max_unpacked:
                             raise TooMuchToUnpack(
                                 f"{name}: its metadata, results, sysinfo and tool CSV files "
-                                f"unpack to more than {MAX_UNPACKED >> 20} MiB (at {inner}); "
+                                f"unpack to more than {max_unpacked} bytes (at {inner}); "
                                 "this server indexes at most that much per upload"
                             )
                         tar.extract(member, staging, filter="data")
