@@ -273,16 +273,18 @@ class Pages:
             other = names[result["other"]]
             rows = []
             for ch in result["changes"]:
-                better = (ch["pct"] > 0) == ch["higher_is_better"]
+                pct = ch["pct"]
+                better = (ch["new"] > ch["base"]) == ch["higher_is_better"]
                 cls = ("better" if better else "worse") if ch["significant"] else "noise"
                 verdict = cls if cls != "noise" else "within noise"
+                shown = f"{pct:+.1f}%" if isinstance(pct, float) and math.isfinite(pct) else "n/a"
                 rows.append(
                     [
                         esc(ch["benchmark"]),
                         esc(ch["metric"]),
                         _num(ch["base"]),
                         _num(ch["new"]),
-                        f'<td class="num change {cls}">{ch["pct"]:+.1f}%</td>',
+                        f'<td class="num change {cls}">{shown}</td>',
                         verdict,
                     ]
                 )
