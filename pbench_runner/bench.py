@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pbench_runner import procs
 from pbench_runner.errors import PbenchError
 
 
@@ -71,29 +73,43 @@ class Sample:
         n = len(self.commands) + 1
         self.directory.mkdir(parents=True, exist_ok=True)
         try:
-            proc = subprocess.run(
+            # its own process group: a shell's children go with it on a timeout
+            proc = subprocess.Popen(
                 argv,
                 shell=shell,
-                capture_output=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 text=True,
-                timeout=timeout,
                 env={**os.environ, **(env or {})},
-                check=False,
+                start_new_session=True,
             )
-        except subprocess.TimeoutExpired as exc:
-            raise CommandFailed(f"{_show(command)} did not finish within {timeout:g} s") from exc
         except OSError as exc:
             raise CommandFailed(f"cannot run {_show(command)}: {exc}") from exc
-        (self.directory / f"command{n}.stdout").write_text(proc.stdout)
-        (self.directory / f"command{n}.stderr").write_text(proc.stderr)
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            _kill_group(proc)
+            raise CommandFailed(f"{_show(command)} did not finish within {timeout:g} s") from exc
+        except BaseException:  # the sample's own timeout, ^C: nothing is left running
+            _kill_group(proc)
+            raise
+        finally:
+            procs.signal_group(proc.pid, signal.SIGTERM)  # what it left in the background
+        (self.directory / f"command{n}.stdout").write_text(stdout)
+        (self.directory / f"command{n}.stderr").write_text(stderr)
         self.commands.append({"command": _show(command), "exit_status": proc.returncode})
         if check and proc.returncode != 0:
-            tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+            tail = "\n".join(stderr.strip().splitlines()[-5:])
             raise CommandFailed(
                 f"{_show(command)} exited with status {proc.returncode}"
                 + (f"; its stderr ends with:\n{tail}" if tail else "")
             )
-        return proc.stdout
+        return stdout
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    procs.signal_group(proc.pid, signal.SIGKILL)
+    proc.communicate()
 
 
 def _show(command: Sequence[str] | str) -> str:

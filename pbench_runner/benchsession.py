@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import math
 import os
 import re
 import resource
@@ -28,7 +29,7 @@ from pbench_runner.bench import Sample, SampleHandle
 from pbench_runner.config import load_remote
 from pbench_runner.config import run_dir as resolve_run_dir
 from pbench_runner.controller import Controller
-from pbench_runner.errors import PbenchError, UsageError
+from pbench_runner.errors import ActionError, PbenchError, UsageError
 from pbench_runner.hostsummary import combine, sample_hosts
 from pbench_runner.progress import RunProgress
 from pbench_runner.pytest_plugin import handle_of
@@ -109,13 +110,25 @@ class BenchSession:
         except PbenchError as exc:
             if self.ctl is not None:
                 self.ctl.stop(quiet=True)
-            pytest.exit(f"pbench: {exc}", returncode=4)
+            if self.meta is not None:  # pytest skips sessionfinish after this
+                self.meta.end = dt.datetime.now()
+                self.meta.status = "failed"
+                self.meta.extra["problems"] = [str(exc)]
+                self.meta.write(self.result_dir)
+            self._tell_runner(infrastructure=True)
+            pytest.exit(f"pbench: {exc}", returncode=pytest.ExitCode.INTERNAL_ERROR)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         total = 0
         for item in session.items:
+            if isinstance(item, pytest.Function):
+                try:
+                    _marker_options(item)  # a typo in a marker: refused before anything runs
+                except UsageError as exc:
+                    raise pytest.UsageError(str(exc)) from exc
             marker = item.get_closest_marker("pbench")
-            total += int((marker.kwargs.get("samples") if marker else None) or self.samples)
+            samples = marker.kwargs.get("samples") if marker else None
+            total += int(samples) if isinstance(samples, int) and samples > 0 else self.samples
         self.progress.begin(total)
 
     def _sysinfo(self, when: str) -> None:
@@ -145,21 +158,25 @@ class BenchSession:
         self.meta.extra["problems"] = self.problems
         self.meta.write(self.result_dir)
         result = {"run": self.meta.to_json(), "iterations": self.iterations}
-        text = json.dumps(result, indent=2, default=str) + "\n"
+        text = json.dumps(_finite(result), indent=2, default=str, allow_nan=False) + "\n"
         (self.result_dir / "result.json").write_text(text)
         if self.json_path:
             Path(self.json_path).write_text(text)
+        self._tell_runner(infrastructure=bool(self.problems))
+
+    def _tell_runner(self, infrastructure: bool) -> None:
+        """``pbench run`` learns the result directory, and whether a host or tool failed."""
         marker = self.config.getoption("pbench_result_file")
         if marker:
-            Path(marker).write_text(str(self.result_dir))
+            flags = "\ninfrastructure" if infrastructure else ""
+            Path(marker).write_text(f"{self.result_dir}{flags}")
 
     # --- one benchmark ----------------------------------------------------------
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_pyfunc_call(self, pyfuncitem: pytest.Function) -> bool:
-        marker = pyfuncitem.get_closest_marker("pbench")
-        mk: dict[str, Any] = dict(marker.kwargs) if marker else {}
-        samples = int(mk.get("samples") or self.samples)
+        mk = _marker_options(pyfuncitem)
+        samples = int(mk["samples"]) if mk.get("samples") is not None else self.samples
         warmup = int(mk["warmup"]) if mk.get("warmup") is not None else self.warmup
         timeout = mk.get("timeout") or self.timeout
         ctl = self._controller(str(mk.get("tool_group") or self.group_name))
@@ -225,6 +242,7 @@ class BenchSession:
         sample = Sample(number, directory)
         handle.current = sample
         failure: BaseException | None = None
+        tool_problems: list[str] = []
         try:
             if ctl is not None:
                 ctl.run_action("start", directory)
@@ -245,6 +263,11 @@ class BenchSession:
                     self.progress.phase(f"{verb}-tools")
                     try:
                         ctl.run_action(verb, directory)
+                    except ActionError as exc:
+                        # A tool died or a host failed: the sample is marked, the
+                        # benchmark's own figures stand, and the run exits 4.
+                        tool_problems.append(str(exc))
+                        self.problems.append(f"{item.nodeid} sample {number}: {exc}")
                     except PbenchError as exc:
                         self.problems.append(f"{item.nodeid} sample {number}: {exc}")
                         failure = failure or exc
@@ -258,7 +281,10 @@ class BenchSession:
             "status": "ok" if failure is None else f"failed: {type(failure).__name__}: {failure}",
             "tools": ctl.group.name if ctl is not None else None,
         }
-        (directory / "result.json").write_text(json.dumps(record, indent=2) + "\n")
+        if tool_problems:
+            record["tool_problems"] = tool_problems
+        text = json.dumps(_finite(record), indent=2, allow_nan=False)
+        (directory / "result.json").write_text(text + "\n")
         self.progress.sample_done(
             "ok" if failure is None else "failed", wall, counted=directory.name.startswith("sample")
         )
@@ -307,13 +333,18 @@ class BenchSession:
             if s.get("tools")
         )
         if ok:
-            closest = series["wall_s"]["summary"]["closest"]
+            # pbench's reference is the sample closest to the mean of the primary
+            # metric: the first one the benchmark records, else its wall time
+            primary = next((m for m in series if m not in ("wall_s", "cpu_s")), "wall_s")
+            iteration["primary_metric"] = primary
+            closest = series[primary]["summary"]["closest"]
             reference = ok[closest - 1]["sample"]
             iteration["reference"] = f"sample{reference}"
             link = iteration_dir / "reference-result"
             link.unlink(missing_ok=True)
             os.symlink(f"sample{reference}", link)
-        (iteration_dir / "result.json").write_text(json.dumps(iteration, indent=2) + "\n")
+        text = json.dumps(_finite(iteration), indent=2, allow_nan=False)
+        (iteration_dir / "result.json").write_text(text + "\n")
 
     # --- the report --------------------------------------------------------------
 
@@ -341,9 +372,51 @@ class _deadline:
     def __enter__(self) -> None:
         if self.seconds:
             self.previous = signal.signal(signal.SIGALRM, self._fire)
-            signal.setitimer(signal.ITIMER_REAL, float(self.seconds))
+            self.began = time.monotonic()
+            # an outer alarm (pytest-timeout's) is put back, less the time spent here
+            self.outer, _ = signal.setitimer(signal.ITIMER_REAL, float(self.seconds))
 
     def __exit__(self, *exc: object) -> None:
         if self.seconds:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, self.previous)
+            if self.outer:
+                left = self.outer - (time.monotonic() - self.began)
+                signal.setitimer(signal.ITIMER_REAL, max(left, 0.001))
+
+
+#: the keywords of the ``pbench`` marker
+MARKER_KEYS = frozenset({"samples", "warmup", "tool_group", "timeout", "tools", "sysinfo"})
+
+
+def _marker_options(item: pytest.Function) -> dict[str, Any]:
+    """The ``pbench`` marker's keywords, checked: a typo is an error, not a default."""
+    marker = item.get_closest_marker("pbench")
+    options: dict[str, Any] = dict(marker.kwargs) if marker else {}
+    unknown = sorted(set(options) - MARKER_KEYS)
+    if unknown:
+        raise UsageError(
+            f"{item.nodeid}: the pbench marker has no {', '.join(unknown)} "
+            f"(it takes {', '.join(sorted(MARKER_KEYS))})"
+        )
+    for key, least in (("samples", 1), ("warmup", 0)):
+        value = options.get(key)
+        if value is not None and (not isinstance(value, int) or value < least):
+            raise UsageError(
+                f"{item.nodeid}: pbench marker {key}={value!r}: a whole number >= {least}"
+            )
+    timeout = options.get("timeout")
+    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise UsageError(f"{item.nodeid}: pbench marker timeout={timeout!r}: seconds, more than 0")
+    return options
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities as None: result files are strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

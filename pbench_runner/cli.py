@@ -7,6 +7,8 @@ verbs that need them, so that a lifecycle verb stays fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -201,6 +203,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PbenchError as exc:
         print(f"pbench: error: {exc}", file=sys.stderr)
         return ExitCode.USAGE_ERROR
+    except BrokenPipeError:  # `pbench list-tools | head`: the reader has all it wants
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitCode.OK
     except OSError as exc:  # a path the user gave that cannot be used
         print(f"pbench: error: {exc}", file=sys.stderr)
         return ExitCode.USAGE_ERROR

@@ -57,9 +57,23 @@ def register_tool_set(rdir: Path, args: argparse.Namespace, tail: list[str], _: 
     return ExitCode.OK
 
 
+def _canonical(args: argparse.Namespace) -> str | None:
+    """``--name``, with an alias (``node-exporter``) turned into its tool's name.
+
+    A name no plugin knows is kept as it is: its plugin may be gone, and its
+    registration can still be listed and cleared.
+    """
+    if not args.name:
+        return None
+    return str(_registry(args).aliases.get(args.name, args.name))
+
+
 def list_tools(rdir: Path, args: argparse.Namespace, tail: list[str], _: Deadlines) -> int:
+    args.name = _canonical(args)
     if args.available:
         registry = _registry(args)
+        if args.name:
+            registry.get(args.name)  # an unknown name: a usage error listing the tools
         for name, spec in sorted(registry.specs.items()):
             if args.name and args.name != name:
                 continue
@@ -99,7 +113,7 @@ def list_tools(rdir: Path, args: argparse.Namespace, tail: list[str], _: Deadlin
 
 def clear_tools(rdir: Path, args: argparse.Namespace, tail: list[str], _: Deadlines) -> int:
     hosts = parse_remotes(args.remotes) if args.remotes else None
-    removed = ToolStore(rdir).clear(args.group, args.name, hosts)
+    removed = ToolStore(rdir).clear(args.group, _canonical(args), hosts)
     for item in removed:
         print(f"removed {item}")
     if not removed:

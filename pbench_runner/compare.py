@@ -2,9 +2,11 @@
 
 A run is named by its result directory, a name saved with ``--save``, or
 ``latest`` (the newest saved run).  A change is *outside the noise* when
-Welch's t statistic of the two sets of samples exceeds 2 (about 95 %
-confidence for a handful of samples), or, with a single sample on a side,
-when the new mean lies outside the other side's min..max.
+Welch's t statistic of the two sets of samples exceeds Student's t for 95 %
+(two-sided) at the Welch-Satterthwaite degrees of freedom, so that a
+handful of samples needs a clear difference.  With a single sample on one
+side, the change is outside the noise when that sample lies outside the
+other side's min..max; with one sample on each side, when they differ.
 """
 
 from __future__ import annotations
@@ -27,10 +29,17 @@ def saved_dir(run_dir: Path) -> Path:
     return run_dir / "saved"
 
 
+def check_save_name(name: str) -> str:
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", name) or name == "latest":
+        raise UsageError(
+            f"bad --save name {name!r}: letters, digits, '.', '_' or '-', and not 'latest'"
+        )
+    return name
+
+
 def save(run_dir: Path, name: str, result_dir: Path) -> None:
     """Remember ``result_dir`` as ``name`` (and as ``latest``)."""
-    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", name) or name == "latest":
-        raise UsageError(f"bad --save name {name!r}: letters, digits, '.', '_' or '-'")
+    check_save_name(name)
     directory = saved_dir(run_dir)
     directory.mkdir(parents=True, exist_ok=True)
     for link in (directory / name, directory / "latest"):
@@ -75,15 +84,36 @@ class Change:
     significant: bool
 
 
+#: Student's t, two-sided 95 %, by degrees of freedom (the next lower row is used)
+_T95 = (
+    (1, 12.706), (2, 4.303), (3, 3.182), (4, 2.776), (5, 2.571), (6, 2.447), (7, 2.365),
+    (8, 2.306), (9, 2.262), (10, 2.228), (12, 2.179), (15, 2.131), (20, 2.086),
+    (30, 2.042), (60, 2.000), (120, 1.980),
+)  # fmt: skip
+
+
+def t_critical(df: float) -> float:
+    """Student's t for 95 % two-sided at ``df`` degrees of freedom (rounded down)."""
+    for rows, t in reversed(_T95):
+        if df >= rows:
+            return t
+    return _T95[0][1]
+
+
 def _significant(a: Sequence[float], b: Sequence[float]) -> bool:
     if len(a) >= 2 and len(b) >= 2:
         va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
         diff = statistics.fmean(b) - statistics.fmean(a)
         if va + vb == 0:
             return diff != 0
-        return abs(diff) / math.sqrt(va + vb) > 2.0
-    lo, hi = min(a), max(a)
-    return not lo <= statistics.fmean(b) <= hi
+        # Welch-Satterthwaite degrees of freedom
+        df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+        return abs(diff) / math.sqrt(va + vb) > t_critical(df)
+    if len(a) == 1 and len(b) >= 2:
+        return not min(b) <= a[0] <= max(b)
+    if len(b) == 1 and len(a) >= 2:
+        return not min(a) <= b[0] <= max(a)
+    return a[0] != b[0]
 
 
 def changes(base: dict[str, Any], new: dict[str, Any]) -> list[Change]:
@@ -128,6 +158,12 @@ def parse_rule(text: str) -> tuple[str, float]:
     return match["metric"], pct
 
 
+def unknown_metrics(found: Sequence[Change], rules: Sequence[str]) -> list[str]:
+    """The metrics of ``rules`` that no benchmark of both runs has (a typo?)."""
+    known = {ch.metric for ch in found}
+    return [metric for metric, _ in (parse_rule(r) for r in rules) if metric not in known]
+
+
 def regressions(found: Sequence[Change], rules: Sequence[str]) -> list[str]:
     """A message for each change past its rule's threshold (and outside the noise)."""
     messages = []
@@ -149,8 +185,9 @@ def table(found: Sequence[Change]) -> list[str]:
     for ch in found:
         better = (ch.pct > 0) == ch.higher_is_better
         verdict = ("better" if better else "worse") if ch.significant else "within noise"
+        change = f"{ch.pct:>+8.1f}%" if math.isfinite(ch.pct) else f"{'n/a':>9}"
         lines.append(
             f"{ch.benchmark[-48:]:<48} {ch.metric:<14} {ch.base:>12.4g} {ch.new:>12.4g} "
-            f"{ch.pct:>+8.1f}%  {verdict}"
+            f"{change}  {verdict}"
         )
     return lines

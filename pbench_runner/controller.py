@@ -323,6 +323,21 @@ class Controller:
 
     # --- actions ------------------------------------------------------------------
 
+    def _sysinfo_timeout(self, selection: str) -> float:
+        """The action deadline, or longer when a chosen item may take longer (sos)."""
+        from pbench_runner.pluginmanager import get_plugin_manager
+        from pbench_runner.sysinfo import select_items
+
+        pm = get_plugin_manager(self.plugins)
+        items = [item for found in pm.hook.pbench_sysinfo_items() for item in found or ()]
+        try:
+            chosen = select_items(items, selection)
+        except UsageError:
+            return self.deadlines.action  # the hosts name the bad item
+        # the items' deadlines, then packing and sending what they wrote
+        longest = max((item.timeout for item in chosen), default=0.0) + 30
+        return max(self.deadlines.action, longest)
+
     def _timeout(self, name: str) -> float:
         if name == "send":
             return self.deadlines.send
@@ -422,7 +437,9 @@ class Controller:
         if selection == "none":
             return []
         directory = (base or self.result_dir) / "sysinfo" / when
-        result = self.publish("sysinfo", directory, {"sysinfo": selection})
+        result = self.publish(
+            "sysinfo", directory, {"sysinfo": selection}, self._sysinfo_timeout(selection)
+        )
         return [
             f"sysinfo ({when}) on host {host}: {'; '.join(errors)}"
             for host, errors in result.failures().items()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,7 +25,19 @@ def get_plugin_manager(extra: Iterable[str] = ()) -> pluggy.PluginManager:
     """A plugin manager with every installed plugin and the modules in ``extra``."""
     pm = pluggy.PluginManager("pbench_runner")
     pm.add_hookspecs(hookspecs)
-    pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    for entry in _entry_points(ENTRY_POINT_GROUP):
+        if pm.get_plugin(entry.name) is not None or pm.is_blocked(entry.name):
+            continue
+        try:
+            plugin = entry.load()
+        except Exception as exc:  # a broken third-party plugin: say which, and how to go on
+            dist = getattr(entry, "dist", None)  # Python 3.10+
+            package = f" of the package {dist.name}" if dist else ""
+            raise UsageError(
+                f"the tool plugin {entry.name!r}{package} ({entry.value}) cannot be loaded: "
+                f"{type(exc).__name__}: {exc}; fix or uninstall it"
+            ) from exc
+        pm.register(plugin, name=entry.name)
     for name in extra:
         try:
             module = importlib.import_module(name)
@@ -33,6 +46,13 @@ def get_plugin_manager(extra: Iterable[str] = ()) -> pluggy.PluginManager:
         if not pm.is_registered(module):
             pm.register(module, name=name)
     return pm
+
+
+def _entry_points(group: str) -> Iterable[Any]:
+    found: Any = importlib.metadata.entry_points()
+    if hasattr(found, "select"):  # Python 3.10+
+        return found.select(group=group)  # type: ignore[no-any-return]
+    return found.get(group, [])  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)

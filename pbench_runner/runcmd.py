@@ -132,10 +132,19 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
 
     from pbench_runner import compare
 
+    if args.fail_on and not args.compare:
+        raise UsageError("--fail-on needs a baseline to compare with: --compare=BASELINE")
     apply_defaults(args, project_settings(), "[tool.pbench] in pyproject.toml or pbench.toml")
+    if not args.compare:
+        args.fail_on = []  # rules from the settings apply when there is a baseline
     if args.samples < 1:
-        print("pbench: error: --samples must be 1 or more", file=sys.stderr)
-        return ExitCode.USAGE_ERROR
+        raise UsageError("--samples must be 1 or more")
+    if args.warmup < 0:
+        raise UsageError("--warmup must be 0 or more")
+    if args.timeout is not None and args.timeout <= 0:
+        raise UsageError("--timeout must be more than 0 seconds")
+    if args.save:
+        compare.check_save_name(args.save)  # before the run, not after it
     rdir = run_dir(args.run_dir)
     baseline = compare.resolve(rdir, args.compare) if args.compare else None
     for rule in args.fail_on:
@@ -156,7 +165,9 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         with tempfile.NamedTemporaryFile(prefix="pbench-run-", suffix=".txt") as marker:
             args.result_file = marker.name
             status = int(pytest.main(pytest_args(args, extra)))
-            result_dir = Path(Path(marker.name).read_text().strip() or ".")
+            told = Path(marker.name).read_text().splitlines()
+            result_dir = Path(told[0].strip() if told else ".")
+            infrastructure = "infrastructure" in told[1:]
     finally:
         signal.signal(signal.SIGTERM, previous)
     if terminated:
@@ -167,12 +178,20 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
 
         uploaded = upload_after_run(rdir, result_dir)
     if (result_dir / "result.json").exists():
-        if args.save:
+        if args.save and status == 0 and not infrastructure:
             compare.save(rdir, args.save, result_dir)
+        elif args.save:
+            print(f"pbench: not saved as {args.save!r}: the run did not pass", file=sys.stderr)
         if baseline is not None:
             found = compare.changes(compare.load(baseline), compare.load(result_dir))
             print(f"\ncompared with {baseline}:")
             print("\n".join(compare.table(found)))
+            for metric in compare.unknown_metrics(found, args.fail_on):
+                print(
+                    f"pbench: warning: --fail-on names {metric!r}, which no benchmark of both "
+                    "runs recorded",
+                    file=sys.stderr,
+                )
             failed = compare.regressions(found, args.fail_on)
             for message in failed:
                 print(f"pbench: regression: {message}", file=sys.stderr)
@@ -182,10 +201,13 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         pytest.ExitCode.OK: ExitCode.OK,
         pytest.ExitCode.TESTS_FAILED: ExitCode.BENCHMARK_FAILED,
         pytest.ExitCode.INTERRUPTED: ExitCode.INTERRUPTED,
+        pytest.ExitCode.INTERNAL_ERROR: ExitCode.INFRASTRUCTURE_ERROR,
         pytest.ExitCode.USAGE_ERROR: ExitCode.USAGE_ERROR,
         pytest.ExitCode.NO_TESTS_COLLECTED: ExitCode.USAGE_ERROR,
     }
-    final = mapping.get(status, status)
+    final = mapping.get(status, ExitCode.INFRASTRUCTURE_ERROR)
+    if infrastructure and final in (ExitCode.OK, ExitCode.USAGE_ERROR):
+        final = ExitCode.INFRASTRUCTURE_ERROR  # a host or tool failed
     return uploaded if final == ExitCode.OK else final
 
 
@@ -204,6 +226,11 @@ def compare_runs(args: argparse.Namespace) -> int:
         found = compare.changes(base, compare.load(other))
         print(f"{runs[0].name} -> {other.name}")
         print("\n".join(compare.table(found)))
+        for metric in compare.unknown_metrics(found, args.fail_on or []):
+            print(
+                f"pbench: warning: --fail-on names {metric!r}, which neither run has",
+                file=sys.stderr,
+            )
         for message in compare.regressions(found, args.fail_on or []):
             print(f"pbench: regression: {message}", file=sys.stderr)
             status = ExitCode.REGRESSION

@@ -10,15 +10,20 @@ run.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pbench_runner.errors import UsageError
 
@@ -56,27 +61,59 @@ def select_items(available: Sequence[SysinfoItem], selection: str) -> list[Sysin
     return chosen
 
 
+#: the monotonic time the sysinfo item running in this thread must end by
+_item_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "sysinfo_item_deadline", default=None
+)
+
+
+def time_left(timeout: float) -> float:
+    """``timeout``, cut to what is left of the current item's deadline."""
+    deadline = _item_deadline.get()
+    if deadline is None:
+        return timeout
+    return max(0.1, min(timeout, deadline - time.monotonic()))
+
+
 def run_command(argv: Sequence[str], out: Path, timeout: float = 20.0) -> None:
     """Run a command for a sysinfo item, its output (stdout and stderr) in ``out``.
 
+    The command gets ``timeout`` seconds, and never more than its item has
+    left; then it and everything it started (its process group) are killed.
     Raises ``FileNotFoundError`` when the program is absent and
-    ``RuntimeError`` when it fails, so that the item is recorded as failed.
+    ``RuntimeError`` when it fails or runs out of time, so that the item is
+    recorded as failed.
     """
     if shutil.which(argv[0]) is None:
         raise FileNotFoundError(f"{argv[0]} is not installed")
+    status = run_bounded(argv, out, subprocess.STDOUT, time_left(timeout))
+    if status != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited with status {status}")
+
+
+def run_bounded(argv: Sequence[str], out: Path, err: Any, timeout: float) -> int:
+    """Run ``argv`` (stdout in ``out``) in its own process group; kill the group at
+    ``timeout``; return its exit status."""
     env = {**os.environ, "LC_ALL": "C"}
     with open(out, "wb") as fh:
-        proc = subprocess.run(
-            list(argv), stdout=fh, stderr=subprocess.STDOUT, timeout=timeout, env=env, check=False
-        )
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} exited with status {proc.returncode}")
+        proc = subprocess.Popen(list(argv), stdout=fh, stderr=err, env=env, start_new_session=True)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise RuntimeError(
+                f"{' '.join(argv)} did not finish within {timeout:.1f} s (stopped)"
+            ) from None
 
 
 def collect(items: Sequence[SysinfoItem], outdir: Path) -> dict[str, dict[str, object]]:
     """Collect ``items`` in parallel into ``outdir/<item>/``; return each one's status.
 
-    The status of every item, ``{"ok": bool, "seconds": float, "error": str}``,
+    Each item has its own deadline: its commands are cut to what it has left,
+    and an item still running at its deadline is recorded as failed.  The
+    status of every item, ``{"ok": bool, "seconds": float, "error": str}``,
     is also written to ``outdir/sysinfo.json``.
     """
     outdir.mkdir(parents=True, exist_ok=True)
@@ -84,29 +121,40 @@ def collect(items: Sequence[SysinfoItem], outdir: Path) -> dict[str, dict[str, o
     if not items:
         (outdir / "sysinfo.json").write_text("{}\n")
         return status
+    began = time.monotonic()
 
-    def one(item: SysinfoItem) -> None:
-        began = time.monotonic()
+    def one(item: SysinfoItem) -> dict[str, object]:
+        _item_deadline.set(began + item.timeout)
         target = outdir / item.name
         target.mkdir(exist_ok=True)
         try:
             item.collect(target)
         except Exception as exc:  # an item failing is data, not a crash
-            status[item.name] = {
+            return {
                 "ok": False,
                 "seconds": round(time.monotonic() - began, 3),
                 "error": f"{type(exc).__name__}: {exc}",
             }
-        else:
-            status[item.name] = {"ok": True, "seconds": round(time.monotonic() - began, 3)}
+        return {"ok": True, "seconds": round(time.monotonic() - began, 3)}
 
-    pool = ThreadPoolExecutor(max_workers=min(8, len(items)), thread_name_prefix="sysinfo")
-    futures = {pool.submit(one, item): item for item in items}
-    deadline = max(item.timeout for item in items)
-    _done, pending = wait(futures, timeout=deadline)
-    for future in pending:
-        item = futures[future]
-        status[item.name] = {"ok": False, "seconds": deadline, "error": "deadline exceeded"}
+    # Every item at once, so that each deadline counts from the same start.
+    pool = ThreadPoolExecutor(max_workers=len(items), thread_name_prefix="sysinfo")
+    futures = {item.name: (item, pool.submit(one, item)) for item in items}
+    late = []
+    for name, (item, future) in sorted(futures.items(), key=lambda kv: kv[1][0].timeout):
+        try:
+            # a little grace: the item's own commands stop at its deadline
+            status[name] = future.result(
+                timeout=max(0.0, began + item.timeout + 1 - time.monotonic())
+            )
+        except FutureTimeout:
+            late.append(future)
+            status[name] = {
+                "ok": False,
+                "seconds": item.timeout,
+                "error": f"did not finish within its deadline of {item.timeout:g} s",
+            }
+    wait(late, timeout=2.0)  # its commands are bounded: let it end before its files go
     pool.shutdown(wait=False, cancel_futures=True)
     (outdir / "sysinfo.json").write_text(json.dumps(status, indent=2, sort_keys=True) + "\n")
     return status

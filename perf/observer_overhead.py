@@ -96,22 +96,24 @@ def measure(name: str, seconds: float) -> dict[str, float]:
     host = local_hostname()
     group = ToolGroup("default", {host: HostTools(tools=SETS[name])})
     tmp = tempfile.mkdtemp(prefix="pbench-overhead-")
-    with Controller(group, Path(tmp) / "tm") as ctl:
-        sample = Path(tmp) / "sample1"
-        ctl.run_action("start", sample)
-        meister, sink = Watch(ctl.pids[host]), Watch(ctl.pids["tds"])
-        for watch in (meister, sink):
-            watch.sample()
-            watch.start()
-        began = time.monotonic()
-        time.sleep(seconds)
-        for watch in (meister, sink):
-            watch.sample()
-            watch.stop_event.set()
-        elapsed = time.monotonic() - began
-        ctl.run_action("stop", sample)
-        ctl.run_action("send", sample)
-    shutil.rmtree(tmp, ignore_errors=True)  # made by mkdtemp above: never anything else
+    try:
+        with Controller(group, Path(tmp) / "tm") as ctl:
+            sample = Path(tmp) / "sample1"
+            ctl.run_action("start", sample)
+            meister, sink = Watch(ctl.pids[host]), Watch(ctl.pids["tds"])
+            for watch in (meister, sink):
+                watch.sample()
+                watch.start()
+            began = time.monotonic()
+            time.sleep(seconds)
+            for watch in (meister, sink):
+                watch.sample()
+                watch.stop_event.set()
+            elapsed = time.monotonic() - began
+            ctl.run_action("stop", sample)
+            ctl.run_action("send", sample)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # made by mkdtemp above: never anything else
     return {
         "meister_cpu_pct": 100 * meister.used(True) / elapsed,
         "meister_rss_mib": meister.peak_root / 2**20,

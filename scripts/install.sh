@@ -59,8 +59,9 @@ if [[ -x /var/lib/pcp/pmns/Rebuild && ! -f /var/lib/pcp/pmns/root ]]; then
 fi
 
 python="${PYTHON:-python3}"
-"$python" -c 'import sys; sys.exit(sys.version_info < (3, 9))' || {
-    echo "install.sh: Python 3.9 or newer is needed ($python is $("$python" --version 2>&1))" >&2
+# 3.9 or newer, with tarfile's data filter (3.9.17, 3.10.12, 3.11.4 and later)
+"$python" -c 'import sys, tarfile; sys.exit(sys.version_info < (3, 9) or not hasattr(tarfile, "data_filter"))' || {
+    echo "install.sh: Python 3.9.17, 3.10.12, 3.11.4 or newer is needed ($python is $("$python" --version 2>&1))" >&2
     exit 1
 }
 if [[ ! -x "$venv/bin/python" ]]; then

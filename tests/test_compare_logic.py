@@ -6,7 +6,14 @@ from typing import Any
 
 import pytest
 
-from pbench_runner.compare import changes, parse_rule, regressions
+from pbench_runner.compare import (
+    changes,
+    parse_rule,
+    regressions,
+    t_critical,
+    table,
+    unknown_metrics,
+)
 from pbench_runner.errors import UsageError
 
 
@@ -48,3 +55,32 @@ def test_rules_are_checked() -> None:
     for bad in ("throughput", "throughput:5%", "x:-5", ":-5%"):
         with pytest.raises(UsageError):
             parse_rule(bad)
+
+
+def test_a_single_sample_base_is_checked_against_the_new_runs_range() -> None:
+    # -0.37 % on average, and the base's one value lies inside the new run's spread
+    (found,) = changes(run([100.0]), run([99.9, 95.0, 104.0]))
+    assert not found.significant
+    (found,) = changes(run([100.0]), run([110.0, 111.0, 112.0]))
+    assert found.significant
+
+
+def test_few_samples_need_students_t_not_2() -> None:
+    # 3 against 3: Welch's t is 2.45 here, past 2 but not past t(95 %, df 4) = 2.78
+    a, b = [10.0, 11.0, 12.0], [12.0, 13.0, 14.0]
+    assert 2.0 < 2.0 / ((1 / 3 + 1 / 3) ** 0.5) < 2.78
+    (found,) = changes(run(a), run(b))
+    assert not found.significant
+    assert t_critical(4) == pytest.approx(2.776) and t_critical(1000) == pytest.approx(1.98)
+    (found,) = changes(run([10.0, 11.0, 12.0]), run([13.5, 14.5, 15.5]))  # t = 4.3
+    assert found.significant
+
+
+def test_a_rule_for_a_metric_no_benchmark_has_is_named() -> None:
+    found = changes(run([1.0, 1.1]), run([1.0, 1.2]))
+    assert unknown_metrics(found, ["score:-5%", "duration:+10%"]) == ["duration"]
+
+
+def test_a_zero_base_has_no_percentage_in_the_table() -> None:
+    (found,) = changes(run([0.0, 0.0]), run([1.0, 1.0]))
+    assert "n/a" in table([found])[1]

@@ -123,3 +123,13 @@ def test_list_available_shows_kinds_options_and_programs(pbench) -> None:  # typ
     assert "-- ready" in out
     missing = pbench("list-tools", "--available", "-p", "pbench_test_tools", check=True).stdout
     assert "missing pbench-no-such-program (package pbench-imaginary-package)" in missing
+
+
+def test_an_alias_names_its_tool_in_list_and_clear(pbench) -> None:  # type: ignore[no-untyped-def]
+    listed = pbench("list-tools", "--available", "--name=node-exporter", check=True).stdout
+    assert listed.startswith("node_exporter (alias node-exporter)")
+    pbench("register-tool", "--name=node-exporter", check=True)
+    assert "tool: node_exporter" in pbench("list-tools", "--name=node-exporter", check=True).stdout
+    assert "removed" in pbench("clear-tools", "--name=node-exporter", check=True).stdout
+    unknown = pbench("list-tools", "--available", "--name=no-such-tool")
+    assert unknown.returncode == 2 and "unknown tool 'no-such-tool'" in unknown.stderr

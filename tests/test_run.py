@@ -9,6 +9,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from .conftest import HOST, latest_result
 
 BENCH = """
@@ -405,3 +407,147 @@ def test_a_marker_collects_sysinfo_around_one_benchmark(
         assert (with_dir / "sysinfo" / when / HOST / "memory").is_dir()
         assert not (with_dir / "sysinfo" / when / HOST / "packages").exists()
     assert not (without / "sysinfo").exists() and not (result / "sysinfo" / "beg" / HOST).exists()
+
+
+def test_usage_errors_are_refused_before_anything_runs(
+    pbench, run_dir: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    suite = tmp_path / "typo"
+    suite.mkdir()
+    (suite / "bench_typo.py").write_text(
+        "import pytest\n\n@pytest.mark.pbench(sample=5)\ndef bench_t(sample):\n    pass\n"
+    )
+    proc = pbench("run", str(suite))
+    assert proc.returncode == 2
+    assert "the pbench marker has no sample" in proc.stdout + proc.stderr
+    good = write_suite(tmp_path)
+    proc = pbench("run", str(good), "--fail-on=score:-5%")
+    assert proc.returncode == 2 and "--fail-on needs a baseline" in proc.stderr
+    proc = pbench("run", str(good), "--save=latest")
+    assert proc.returncode == 2 and "bad --save name 'latest'" in proc.stderr
+    (typo_run,) = (run_dir / "results").iterdir()  # only the refused run left a trace:
+    meta = json.loads((typo_run / "metadata.json").read_text())
+    assert meta["run"]["status"] == "failed" and not meta.get("iterations")
+
+
+DIES = """
+import os, signal, time
+from pbench_runner import procs
+
+def bench_tools_die(sample, request):
+    # the run's own pmcd is killed while the benchmark runs
+    run_id = request.config.pluginmanager.get_plugin("pbench-session").ctl.run_id
+    for pid in procs.run_pids(run_id):
+        if "pmcd" in procs.cmdline(pid).split(" ")[0] and sample.number == 1:
+            os.kill(pid, signal.SIGKILL)
+    time.sleep(1.2)
+    sample.record("done", 1.0)
+"""
+
+
+def test_a_tool_that_dies_marks_the_sample_and_the_run_exits_4(  # type: ignore[no-untyped-def]
+    pbench, run_dir: Path, tmp_path: Path
+) -> None:
+    suite = tmp_path / "dies"
+    suite.mkdir()
+    (suite / "bench_dies.py").write_text(textwrap.dedent(DIES))
+    pbench("register-tool", "--name=pcp", "--", "--interval=1", check=True)
+    pbench("register-tool", "--name=vmstat", "--", "--interval=1", check=True)
+    proc = pbench("run", str(suite), "--samples=2", "--sysinfo=none", "--save=nope")
+    assert proc.returncode == 4, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "not saved as 'nope'" in proc.stderr
+    result = latest_result(run_dir)
+    it = iteration(result, "bench_tools_die")
+    assert it["status"] == "ok"  # the benchmark's own figures stand
+    first, second = it["samples"]
+    assert any("pmcd died" in p for p in first["tool_problems"])
+    assert "tool_problems" not in second  # the next sample's pmcd is a new one
+    vmstat = result / "1-bench_tools_die" / "sample1" / "tools-default" / HOST / "vmstat"
+    assert (vmstat / "vmstat.csv").exists()
+    meta = json.loads((result / "metadata.json").read_text())
+    assert meta["run"]["status"] == "failed"
+
+
+def test_tools_that_cannot_start_exit_4_and_leave_a_failed_result(  # type: ignore[no-untyped-def]
+    pbench, run_dir: Path, tmp_path: Path
+) -> None:
+    suite = write_suite(tmp_path)
+    pbench("register-tool", "--name=pcp", check=True)
+    import subprocess
+    import sys
+
+    from .conftest import pbench_env
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "pbench_runner", "run", str(suite), "--", "-k", "known"],
+        env={**pbench_env(run_dir), "PBENCH_PMCD": "/nonexistent/pmcd"},
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 4, proc.stdout[-2000:] + proc.stderr[-2000:]
+    meta = json.loads((latest_result(run_dir) / "metadata.json").read_text())
+    assert meta["run"]["status"] == "failed"
+    assert "/nonexistent/pmcd" in json.dumps(meta)
+
+
+def test_result_files_are_strict_json_and_the_reference_follows_the_primary_metric(  # type: ignore[no-untyped-def]
+    pbench, run_dir: Path, tmp_path: Path
+) -> None:
+    suite = write_suite(tmp_path)
+    proc = pbench("run", str(suite), "--samples=3", "--", "-k", "known or broken")
+    assert proc.returncode == 1
+    result = latest_result(run_dir)
+    for path in result.rglob("result.json"):
+        assert "NaN" not in path.read_text() and "Infinity" not in path.read_text(), path
+        json.loads(path.read_text())
+    known = iteration(result, "bench_known")
+    assert known["primary_metric"] == "score"
+    # scores 10, 20, 60: the mean is 30, closest is sample 2
+    assert known["reference"] == "sample2"
+
+
+def test_a_shell_command_past_its_timeout_takes_its_children_with_it(tmp_path: Path) -> None:
+    import subprocess
+
+    from pbench_runner.bench import CommandFailed, Sample
+
+    marker = f"{os.getpid()}.{time.time_ns() % 1000:03d}"
+    sample = Sample(1, tmp_path / "s1")
+    with pytest.raises(CommandFailed, match=r"did not finish within 0\.5 s"):
+        sample.run(f"sleep {marker}; echo never", timeout=0.5)
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert f"sleep {marker}" not in ps
+
+
+DISCOVERY = """
+[tool.pbench]
+files = "perf_*.py"
+functions = "perf_*"
+classes = "Perf*"
+samples = 1
+sysinfo = "none"
+"""
+
+
+def test_classes_project_discovery_patterns_x_and_p(pbench, run_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    suite = tmp_path / "custom"
+    suite.mkdir()
+    (tmp_path / "pyproject.toml").write_text(DISCOVERY)
+    (suite / "perf_things.py").write_text(
+        "class PerfThings:\n"
+        "    def perf_one(self, sample):\n        sample.record('x', 1)\n"
+        "    def perf_two(self, sample):\n        raise RuntimeError('broken')\n"
+        "    def perf_three(self, sample):\n        sample.record('x', 3)\n"
+        "def bench_not_matched(sample):\n    raise AssertionError('not a benchmark here')\n"
+    )
+    (suite / "bench_ignored.py").write_text("def bench_x(sample):\n    raise AssertionError\n")
+    (tmp_path / "extra_plugin.py").write_text(
+        "def pytest_configure(config):\n    print('extra plugin loaded')\n"
+    )
+    proc = pbench("run", str(suite), "-p", "extra_plugin", "--", "-x")
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    assert "extra plugin loaded" in proc.stdout
+    result = latest_result(run_dir)
+    ran = sorted(json.loads((p / "result.json").read_text())["nodeid"].split("::", 1)[1]
+                 for p in result.iterdir() if p.is_dir() and (p / "result.json").exists()
+                 and p.name[0].isdigit())  # fmt: skip
+    assert ran == ["PerfThings::perf_one", "PerfThings::perf_two"]  # -x: stopped at the failure

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
+import subprocess
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,7 +16,7 @@ from pbench_runner_tools import sysinfo as builtin
 
 from pbench_runner.errors import UsageError
 from pbench_runner.pluginmanager import get_plugin_manager
-from pbench_runner.sysinfo import SysinfoItem, collect, select_items
+from pbench_runner.sysinfo import SysinfoItem, collect, run_command, select_items
 
 ALL_NAMES = [
     "kernel",
@@ -119,7 +122,7 @@ def test_cpu_files_and_skips(collected) -> None:
     if shutil.which("lstopo-no-graphics"):
         assert _text(d / "lstopo.txt")
     else:
-        assert "lstopo-no-graphics: not installed" in skipped
+        assert "lstopo: not installed" in skipped
 
 
 def test_memory_files(collected) -> None:
@@ -278,3 +281,33 @@ def test_absent_optional_programs_are_recorded_not_fatal(tmp_path: Path) -> None
     assert status["libvirt"]["ok"]
     assert "virsh: not installed" in (tmp_path / "out" / "libvirt" / "skipped.txt").read_text()
     assert not status["sos"]["ok"] and "sos is not installed" in str(status["sos"]["error"])
+
+
+def test_each_item_has_its_own_deadline_and_its_commands_are_stopped(tmp_path: Path) -> None:
+    marker = f"{secrets.randbelow(10**6) + 1}.{secrets.randbelow(1000):03d}"
+
+    def slow_command(target: Path) -> None:  # a shell whose child sleeps on
+        run_command(["sh", "-c", f"sleep {marker}; true"], target / "out.txt")
+
+    def stuck(target: Path) -> None:  # Python that ignores its deadline
+        time.sleep(3.5)
+
+    def quick(target: Path) -> None:
+        (target / "ok.txt").write_text("ok\n")
+
+    items = [
+        SysinfoItem("slow", "a command past its item's deadline", slow_command, timeout=1.0),
+        SysinfoItem("stuck", "python past its deadline", stuck, timeout=1.0),
+        SysinfoItem("quick", "done at once", quick, timeout=30.0),
+    ]
+    began = time.monotonic()
+    status = collect(items, tmp_path / "out")
+    took = time.monotonic() - began
+    assert took < 5.0  # not the 30 s of the longest deadline, nor the sleep
+    assert not status["slow"]["ok"] and "did not finish within 1.0 s (stopped)" in str(
+        status["slow"]["error"]
+    )
+    assert not status["stuck"]["ok"] and "deadline of 1 s" in str(status["stuck"]["error"])
+    assert status["quick"]["ok"]
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert f"sleep {marker}" not in ps  # the whole process group went

@@ -132,15 +132,22 @@ def test_a_tool_that_dies_mid_sample_is_reported_with_its_stderr(pbench, run_dir
     pbench("register-tool", "-p", "pbench_test_tools", "--name=dies", check=True)
     pbench("register-tool", "--name=vmstat", "--", "--interval=1", check=True)
     proc = pbench(
-        "user-benchmark", "-p", "pbench_test_tools", "--sysinfo=none", "--", "sleep", "1.5"
-    )
+        "user-benchmark", "-p", "pbench_test_tools", "--sysinfo=none", "--samples=2",
+        "--", "sleep", "1.5",
+    )  # fmt: skip
     assert proc.returncode == 4
     assert "tool 'dies' on host" in proc.stderr
     assert "exit status 7" in proc.stderr
     assert "counter vanished" in proc.stderr
-    tools = latest_result(run_dir) / "1-default" / "sample1" / "tools-default" / HOST
-    assert (tools / "dies" / "dies-stdout.txt").read_text() == "collecting\n"
-    assert read_csv(tools / "vmstat" / "vmstat.csv")
+    result = latest_result(run_dir)
+    for n in (1, 2):  # the run goes on; every sample is marked and keeps the other data
+        sample = result / "1-default" / f"sample{n}"
+        marked = json.loads((sample / "result.json").read_text())["tool_problems"]
+        assert any("tool 'dies'" in p and "exit status 7" in p for p in marked)
+        tools = sample / "tools-default" / HOST
+        assert (tools / "dies" / "dies-stdout.txt").read_text() == "collecting\n"
+        assert read_csv(tools / "vmstat" / "vmstat.csv")
+    assert json.loads((result / "metadata.json").read_text())["run"]["status"] == "failed"
 
 
 def test_a_missing_program_is_refused_at_tool_meister_start(pbench, run_dir: Path) -> None:  # type: ignore[no-untyped-def]

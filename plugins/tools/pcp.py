@@ -202,22 +202,18 @@ class PmloggerCollector:
         self._private: Path | None = None
 
     def start(self) -> list[Exception]:
-        """One pmlogger per host, all at once; a host whose pmlogger fails is reported."""
+        """One pmlogger per host; a host whose pmlogger fails is reported, the rest record.
+
+        They are started from this thread, one after the other: a child dies
+        with the thread that started it (its parent-death signal).
+        """
         self._private = Path(tempfile.mkdtemp(prefix="pbench-pmlogger-"))
         failed: list[Exception] = []
-        lock = threading.Lock()
-
-        def start_one(target: Target) -> None:
+        for target in self.ctx.targets:
             try:
-                started = self._start_one(target)
+                self.loggers.append(self._start_one(target))
             except Exception as exc:
-                with lock:
-                    failed.append(exc)
-            else:
-                with lock:
-                    self.loggers.append(started)
-
-        _each(start_one, self.ctx.targets)
+                failed.append(exc)
         if len(failed) == len(self.ctx.targets):
             self.stop()
             raise failed[0]

@@ -15,12 +15,11 @@ import gzip
 import json
 import os
 import shutil
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
 from pbench_runner import hookimpl
-from pbench_runner.sysinfo import SysinfoItem, run_command
+from pbench_runner.sysinfo import SysinfoItem, run_bounded, run_command, time_left
 
 #: Environment variables whose name contains one of these have their value hidden.
 SENSITIVE_NAME_PARTS = ("PASSWORD", "TOKEN", "SECRET", "KEY")
@@ -93,20 +92,15 @@ def _run_tolerant(argv: Sequence[str], out: Path, err: Path, timeout: float = 20
     """
     if shutil.which(argv[0]) is None:
         raise FileNotFoundError(f"{argv[0]} is not installed")
-    env = {**os.environ, "LC_ALL": "C"}
-    with open(out, "wb") as out_fh, open(err, "wb") as err_fh:
-        proc = subprocess.run(
-            list(argv), stdout=out_fh, stderr=err_fh, timeout=timeout, env=env, check=False
-        )
-    if proc.returncode != 0 and out.stat().st_size == 0:
+    with open(err, "wb") as err_fh:
+        status = run_bounded(argv, out, err_fh, time_left(timeout))
+    if status != 0 and out.stat().st_size == 0:
         tail = err.read_text(errors="replace").strip().splitlines()[-3:]
         detail = "; ".join(tail) or "no output"
-        raise RuntimeError(
-            f"{' '.join(argv)} exited with status {proc.returncode} and no output: {detail}"
-        )
+        raise RuntimeError(f"{' '.join(argv)} exited with status {status} and no output: {detail}")
     if err.stat().st_size == 0:
         err.unlink()
-    return proc.returncode
+    return status
 
 
 # --- items ------------------------------------------------------------------
@@ -150,7 +144,8 @@ def collect_cpu(target: Path) -> None:
         _copy(Path("/proc/cpuinfo"), target / "cpuinfo")
         if not _run_optional(["numactl", "--hardware"], target / "numactl.txt", skips):
             _numa_from_sysfs(target / "numa-sysfs.txt", skips)
-        _run_optional(["lstopo-no-graphics", "--of", "console"], target / "lstopo.txt", skips)
+        lstopo = "lstopo-no-graphics" if shutil.which("lstopo-no-graphics") else "lstopo"
+        _run_optional([lstopo, "--of", "console"], target / "lstopo.txt", skips)
         run_command(["lscpu"], target / "lscpu.txt")
         try:
             run_command(["lscpu", "-J"], target / "lscpu.json")

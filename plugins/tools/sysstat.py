@@ -177,10 +177,15 @@ def _iso_datetime(text: str) -> str | None:
 
 
 def parse_vmstat(text: str) -> Table:
-    """Parse ``vmstat -t -n`` output: one row per sample, the timestamp from ``-t``."""
+    """Parse ``vmstat -t -n`` output: one row per sample, the timestamp from ``-t``.
+
+    vmstat's first report is the average since boot, not a sample of the run:
+    it is left out (it stays in the raw output).
+    """
     table = Table()
     columns: list[str] = []
     suffix = ""
+    since_boot = True
     for line in complete_lines(text):
         tokens = line.split()
         if not tokens or tokens[0] == "procs":
@@ -194,6 +199,9 @@ def parse_vmstat(text: str) -> Table:
             continue
         day, hms = tokens[-2], tokens[-1]
         if _ISO_DATE.fullmatch(day) and _TIME.fullmatch(hms) and _numeric(tokens[:-2]):
+            if since_boot:
+                since_boot = False
+                continue
             table.add(f"{day}T{hms}{suffix}", columns, tokens)
     return table
 

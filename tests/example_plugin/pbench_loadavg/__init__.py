@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
+from datetime import datetime, timezone
 
 from pbench_runner import hookimpl
 from pbench_runner.commandtool import CommandTool
@@ -24,15 +25,15 @@ class LoadAvg(CommandTool):
         return ["sh", "-c", loop]
 
     def postprocess(self) -> None:
-        with (
-            open(self.stdout_path) as raw,
-            open(self.ctx.outdir / "loadavg.csv", "w", newline="") as out,
-        ):
+        csv_path = self.ctx.outdir / "loadavg.csv"
+        with open(self.stdout_path) as raw, open(csv_path, "w", newline="") as out:
             writer = csv.writer(out)
-            writer.writerow(["epoch", "load1", "load5", "load15"])
+            writer.writerow(["timestamp", "load1", "load5", "load15"])  # as every tool's CSV
             for line in raw:
-                if line.endswith("\n") and len(line.split()) >= 4:
-                    writer.writerow(line.split()[:4])
+                words = line.split()
+                if line.endswith("\n") and len(words) >= 4:  # a last line cut short is dropped
+                    when = datetime.fromtimestamp(int(words[0]), timezone.utc)
+                    writer.writerow([when.isoformat(), *words[1:4]])
 
 
 @hookimpl
