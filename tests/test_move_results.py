@@ -349,11 +349,12 @@ def test_copy_results_to_a_second_server_sends_it_there_too(run_dir: Path, tmp_p
 
 
 class _Busy503Proxy(http.server.ThreadingHTTPServer):
-    """Answers the first ``refusals`` PUTs with 503, then passes them on to ``target``."""
+    """Drops the first ``drops`` PUTs half way through their body, answers the next
+    ``refusals`` with 503, then passes them on to ``target``."""
 
-    def __init__(self, target: str, refusals: int) -> None:
+    def __init__(self, target: str, refusals: int = 0, drops: int = 0) -> None:
         super().__init__(("127.0.0.1", 0), _BusyHandler)
-        self.target, self.refusals, self.seen = target, refusals, 0
+        self.target, self.refusals, self.drops, self.seen = target, refusals, drops, 0
 
     @property
     def url(self) -> str:
@@ -364,9 +365,14 @@ class _BusyHandler(http.server.BaseHTTPRequestHandler):
     server: _Busy503Proxy
 
     def do_PUT(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
+        length = int(self.headers["Content-Length"])
         self.server.seen += 1
-        if self.server.seen <= self.server.refusals:
+        if self.server.seen <= self.server.drops:
+            self.rfile.read(length // 2)
+            self.close_connection = True  # no answer: the connection drops mid-body
+            return
+        body = self.rfile.read(length)
+        if self.server.seen <= self.server.drops + self.server.refusals:
             self._answer(503, b'{"message": "busy, try again"}', {})
             return
         headers = {k: self.headers[k] for k in ("Authorization", "Content-MD5", "Content-Type")}
@@ -385,22 +391,43 @@ class _BusyHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@contextlib.contextmanager
+def _proxy(target: str, refusals: int = 0, drops: int = 0) -> Iterator[_Busy503Proxy]:
+    proxy = _Busy503Proxy(target, refusals, drops)
+    serving = threading.Thread(target=proxy.serve_forever, daemon=True)
+    serving.start()
+    try:
+        yield proxy
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+        serving.join(30)
+
+
 def test_move_results_retries_a_server_that_answers_503(
     server: ResultsServer, run_dir: Path, tmp_path: Path
 ) -> None:
     local = make_result(run_dir / "results", "run-after-503s")
     token = server.token("alice")
-    proxy = _Busy503Proxy(server.url, refusals=2)
-    serving = threading.Thread(target=proxy.serve_forever, daemon=True)
-    serving.start()
-    try:
+    with _proxy(server.url, refusals=2) as proxy:
         moved = _pbench(run_dir, tmp_path, "move-results", "--server", proxy.url, "--token", token)
-    finally:
-        proxy.shutdown()
-        proxy.server_close()
-        serving.join(30)
     assert moved.returncode == 0, moved.stderr
     assert proxy.seen == 3  # two 503s, then the upload
     assert not local.exists()
     (ds,) = server.get("/api/v1/datasets", token).json()["datasets"]
     assert ds["name"] == local.name
+
+
+def test_a_body_cut_off_is_sent_again_twice_at_most(
+    server: ResultsServer, run_dir: Path, tmp_path: Path
+) -> None:
+    local = _with_noise(make_result(run_dir / "results", "run-cut-off"), 1 << 20)
+    token = server.token("alice")
+    with _proxy(server.url, drops=3) as proxy:
+        failed = _pbench(run_dir, tmp_path, "move-results", "--server", proxy.url, "--token", token)
+    assert failed.returncode == 4 and "run-cut-off" in failed.stderr
+    assert proxy.seen == 3 and local.is_dir()  # the first try and two more
+    with _proxy(server.url, drops=2) as proxy:
+        moved = _pbench(run_dir, tmp_path, "move-results", "--server", proxy.url, "--token", token)
+    assert moved.returncode == 0, moved.stderr
+    assert proxy.seen == 3 and not local.exists()
