@@ -9,15 +9,18 @@ vmstat / mpstat / iostat, then PCP and node_exporter (whose collectors write
 from __future__ import annotations
 
 import csv
-import functools
 import statistics
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-Rows = list[dict[str, str]]
+Rows = Iterable[dict[str, str]]
 Series = list[tuple[str, float]]
+
+#: timestamps read per CSV file (a day at one sample a second); later rows are
+#: ignored, so that a huge file cannot take the memory of whoever reads it
+MAX_TIMES: Final = 86_400
 
 #: the columns of ``<host>/<tool>/activity.csv``, written by persistent tools
 ACTIVITY_COLUMNS = ("timestamp", "cpu_busy_pct", "mem_used_mib", "disk_kib_s", "net_kib_s", "load1")
@@ -47,12 +50,13 @@ def _fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def _rows(path: Path) -> Rows:
+def _rows(path: Path) -> Iterator[dict[str, str]]:
+    """The rows of a CSV file, one at a time; none after an unreadable line."""
     try:
-        with open(path, newline="") as fh:
-            return list(csv.DictReader(fh))
+        with open(path, newline="", errors="replace") as fh:
+            yield from csv.DictReader(fh)
     except (OSError, csv.Error):
-        return []
+        return
 
 
 def _num(row: dict[str, str], key: str) -> float | None:
@@ -68,12 +72,31 @@ def _per_time(
     keep: Callable[[dict[str, str]], bool] = lambda r: True,
 ) -> Series:
     """Sum ``value`` over the rows of each timestamp (devices, interfaces)."""
-    sums: dict[str, float] = defaultdict(float)
+    sums: dict[str, float] = {}
     for row in rows:
         v = value(row)
-        if v is not None and keep(row):
-            sums[row.get("timestamp", "")] += v
+        if v is None or not keep(row):
+            continue
+        _add(sums, row.get("timestamp") or "", v)
     return list(sums.items())
+
+
+def _add(sums: dict[str, float], when: str, value: float) -> None:
+    if when in sums:
+        sums[when] += value
+    elif len(sums) < MAX_TIMES:
+        sums[when] = value
+
+
+def _per_time_many(rows: Rows, columns: list[str]) -> dict[str, Series]:
+    """:func:`_per_time` of several columns in one pass over the rows."""
+    sums: dict[str, dict[str, float]] = {c: {} for c in columns}
+    for row in rows:
+        when = row.get("timestamp") or ""
+        for column in columns:
+            if (v := _num(row, column)) is not None:
+                _add(sums[column], when, v)
+    return {c: list(per.items()) for c, per in sums.items()}
 
 
 def _stat(series: Series) -> dict[str, float] | None:
@@ -124,16 +147,20 @@ def host_series(tool_dir: Path) -> dict[str, Series]:
         lambda r: r.get("IFACE") != "lo",
     )
     for tool in ACTIVITY_TOOLS:
-        rows = _rows(tool_dir / tool / "activity.csv")
-        for measure in ACTIVITY_COLUMNS[1:5]:
-            if not found.get(measure):
-                found[measure] = _per_time(rows, functools.partial(_num, key=measure))
+        missing = [m for m in ACTIVITY_COLUMNS[1:5] if not found.get(m)]
+        if missing:
+            found.update(_per_time_many(_rows(tool_dir / tool / "activity.csv"), missing))
     return {k: v for k, v in found.items() if v}
+
+
+def activity(measures: dict[str, Series]) -> dict[str, dict[str, float]]:
+    """Mean and peak of each measure of :func:`host_series`."""
+    return {name: stat for name, series in measures.items() if (stat := _stat(series))}
 
 
 def host_activity(tool_dir: Path) -> dict[str, dict[str, float]]:
     """The activity of one host in one sample: mean and peak of each measure."""
-    return {name: stat for name, series in host_series(tool_dir).items() if (stat := _stat(series))}
+    return activity(host_series(tool_dir))
 
 
 def sample_hosts(sample_dir: Path, group: str) -> dict[str, dict[str, dict[str, float]]]:

@@ -16,6 +16,7 @@ The server and the token come from ``--server`` / ``--token``, else
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -41,6 +42,10 @@ RETRY_STATUSES: Final = (429, 500, 502, 503, 504)
 PROGRESS_MIN_BYTES: Final = 8 << 20
 #: files read first by the server's indexer
 FIRST: Final = ("metadata.log", "metadata.json", "result.json")
+#: how long xz may take to finish once its input has ended
+XZ_DEADLINE: Final = 600.0
+#: a client's staging folder in ``results/``: ``.upload-<pid>-<random>``
+STAGING_PREFIX: Final = ".upload-"
 
 
 @dataclass(frozen=True)
@@ -82,8 +87,11 @@ def copied_marker(result_dir: Path) -> Path:
     return result_dir.with_name(result_dir.name + ".copied")
 
 
-def finished_results(run_dir: Path, names: list[str], skip_copied: bool) -> list[Path]:
-    """Result directories to send: the named ones, or every finished one."""
+def finished_results(
+    run_dir: Path, names: list[str], skip_copied_to: str | None = None
+) -> list[Path]:
+    """Result directories to send: the named ones, or every finished one (but those
+    copied to the server ``skip_copied_to`` already)."""
     base = run_dir / "results"
     if names:
         chosen = []
@@ -101,7 +109,9 @@ def finished_results(run_dir: Path, names: list[str], skip_copied: bool) -> list
     for path in sorted(base.iterdir()):
         if not path.is_dir() or path.is_symlink() or not (path / "metadata.json").is_file():
             continue
-        if _status(path) == "running" or (skip_copied and copied_marker(path).exists()):
+        if _status(path) == "running" or (
+            skip_copied_to is not None and skip_copied_to in _copied_to(path)
+        ):
             continue
         found.append(path)
     return found
@@ -128,46 +138,81 @@ def pack(result_dir: Path, target: Path) -> tuple[str, int]:
     """``<name>/...`` as a ``.tar.xz`` compressed by ``xz -T0``; returns (MD5, size).
 
     The MD5 is computed as the compressed stream is written, so the tarball
-    is read from disk only once more: by the upload.
+    is read from disk only once more: by the upload.  Any failure (a full
+    disk, an unreadable file) is an :class:`UploadError` naming the result;
+    when writing fails, ``xz`` is stopped and its output drained, so that
+    nothing waits on a pipe.
     """
     if shutil.which("xz") is None:
         raise UsageError("the program 'xz' is missing: install the Debian package 'xz-utils'")
     digest = hashlib.md5()
     size = 0
-    errors: list[BaseException] = []
-    with open(target, "wb") as out:
-        xz = subprocess.Popen(
-            ["xz", "-T0", "-c", "-6"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-        )
-        assert xz.stdin is not None and xz.stdout is not None
+    errors: list[OSError] = []
+    adding: Path | None = None
+    try:
+        with open(target, "wb") as out:
+            xz = subprocess.Popen(
+                ["xz", "-T0", "-c", "-6"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            )
+            assert xz.stdin is not None and xz.stdout is not None
 
-        def copy_out(source: IO[bytes]) -> None:
-            nonlocal size
-            try:
+            def copy_out(source: IO[bytes]) -> None:
+                nonlocal size
                 while chunk := source.read(1 << 20):
+                    if errors:
+                        continue  # keep draining: xz must never block on a full pipe
+                    try:
+                        out.write(chunk)
+                        out.flush()
+                    except OSError as exc:  # the disk is full, say
+                        errors.append(exc)
+                        xz.kill()  # the tar writer then sees a broken pipe
+                        continue
                     digest.update(chunk)
                     size += len(chunk)
-                    out.write(chunk)
-            except OSError as exc:  # the disk is full, say
-                errors.append(exc)
 
-        writer = threading.Thread(target=copy_out, args=(xz.stdout,), daemon=True)
-        writer.start()
-        try:
-            with tarfile.open(fileobj=xz.stdin, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-                for path in _members(result_dir):
-                    arcname = f"{result_dir.name}/{path.relative_to(result_dir)}"
-                    tar.add(path, arcname=arcname, recursive=False)
-        except BrokenPipeError as exc:
-            errors.append(exc)
-        finally:
-            xz.stdin.close()
-            status = xz.wait()
-            writer.join()
+            writer = threading.Thread(target=copy_out, args=(xz.stdout,), daemon=True)
+            writer.start()
+            try:
+                with tarfile.open(fileobj=xz.stdin, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                    for adding in _members(result_dir):
+                        arcname = f"{result_dir.name}/{adding.relative_to(result_dir)}"
+                        tar.add(adding, arcname=arcname, recursive=False)
+                    adding = None
+            except BrokenPipeError as exc:
+                errors.append(exc)
+            except OSError as exc:  # a file of the result cannot be read
+                xz.kill()
+                errors.insert(0, exc)
+            finally:
+                with contextlib.suppress(OSError):
+                    xz.stdin.close()
+                status = _wait(xz)
+                writer.join(XZ_DEADLINE)
+    except OSError as exc:  # the target cannot be opened or closed
+        errors.insert(0, exc)
+        status = 0
     if status != 0 or errors:
-        why = errors[0] if errors else f"xz exited with status {status}"
-        raise UploadError(f"cannot make the tarball of {result_dir} in {target.parent}: {why}")
+        why = _first_cause(errors) if errors else f"xz exited with status {status}"
+        what = f" (at {adding})" if adding is not None else ""
+        raise UploadError(
+            f"cannot make the tarball of {result_dir} in {target.parent}{what}: {why}; "
+            "the result is kept: free some space (or fix the file) and send it again"
+        )
     return digest.hexdigest(), size
+
+
+def _first_cause(errors: list[OSError]) -> OSError:
+    """The error that made the others (a broken pipe only follows another failure)."""
+    return next((e for e in errors if not isinstance(e, BrokenPipeError)), errors[0])
+
+
+def _wait(proc: subprocess.Popen[bytes]) -> int:
+    try:
+        return proc.wait(XZ_DEADLINE)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(XZ_DEADLINE)
 
 
 def upload(
@@ -184,7 +229,9 @@ def upload(
     url = f"{settings.url}/api/v1/upload/{tarball.name}"
     if public:
         url += "?access=public"
-    http = put.session(retries=5, backoff_max=10.0, statuses=RETRY_STATUSES, backoff_factor=0.5)
+    http = put.session(
+        retries=5, backoff_max=10.0, statuses=RETRY_STATUSES, backoff_factor=0.5, resends=2
+    )
     size = tarball.stat().st_size
     try:
         with _progress_bar(tarball.name, size) as report:
@@ -268,29 +315,87 @@ def send_results(
     out: IO[str] = sys.stdout,
 ) -> list[str]:
     """Send results; returns a message per result that failed (the others are done)."""
-    chosen = finished_results(run_dir, names, skip_copied=keep)
+    chosen = finished_results(run_dir, names, skip_copied_to=settings.url if keep else None)
     if not chosen:
         print(f"nothing to send: no finished result under {run_dir / 'results'}", file=out)
         return []
-    failures = []
     staging = run_dir / "results"
+    remove_stale_staging(staging)
+    failures = []
     for result_dir in chosen:
-        with tempfile.TemporaryDirectory(prefix=".upload-", dir=staging) as tmp:
-            tarball = Path(tmp) / f"{result_dir.name}.tar.xz"
-            try:
-                md5, size = pack(result_dir, tarball)
-                answer = upload(settings, tarball, md5, public=public)
-            except UploadError as exc:
-                failures.append(str(exc))
-                continue
+        try:
+            md5, size, answer = _send(result_dir, staging, settings, public)
+        except UploadError as exc:
+            failures.append(str(exc))
+            continue
         where = f"{settings.url}{answer.get('location', '')}"
         if keep:
-            copied_marker(result_dir).write_text(
-                json.dumps({"server": settings.url, "md5": md5, "location": where}) + "\n"
-            )
+            mark_copied(result_dir, settings.url, md5, where)
         else:
             remove_result(result_dir)
         verb = "copied" if keep else "moved"
         state = "already there" if answer.get("status") == 200 else "uploaded"
         print(f"{verb} {result_dir.name} ({size} bytes, MD5 {md5}, {state}): {where}", file=out)
     return failures
+
+
+def _send(
+    result_dir: Path, staging: Path, settings: ServerSettings, public: bool
+) -> tuple[str, int, dict[str, Any]]:
+    """Pack and upload one result; every failure is an :class:`UploadError` naming it."""
+    try:
+        with tempfile.TemporaryDirectory(
+            prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=staging
+        ) as tmp:
+            tarball = Path(tmp) / f"{result_dir.name}.tar.xz"
+            md5, size = pack(result_dir, tarball)
+            return md5, size, upload(settings, tarball, md5, public=public)
+    except OSError as exc:
+        raise UploadError(
+            f"{result_dir.name}: cannot stage its tarball in {staging}: {exc}; "
+            "the result is kept: send it again once this is fixed"
+        ) from exc
+
+
+def remove_stale_staging(staging: Path) -> list[Path]:
+    """Remove the ``.upload-<pid>-*`` folders of clients that are no longer running."""
+    removed = []
+    for entry in sorted(staging.glob(f"{STAGING_PREFIX}*")):
+        pid_text = entry.name[len(STAGING_PREFIX) :].partition("-")[0]
+        if entry.is_symlink() or not entry.is_dir() or not pid_text.isdigit():
+            continue
+        if _alive(int(pid_text)):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def mark_copied(result_dir: Path, server: str, md5: str, location: str) -> None:
+    """Record beside the result that ``server`` holds it (beside any other servers)."""
+    servers = sorted({*_copied_to(result_dir), server})
+    copied_marker(result_dir).write_text(
+        json.dumps({"server": server, "md5": md5, "location": location, "servers": servers}) + "\n"
+    )
+
+
+def _copied_to(result_dir: Path) -> list[str]:
+    """The servers a copy of the result went to, from its marker."""
+    try:
+        marker = json.loads(copied_marker(result_dir).read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(marker, dict):
+        return []
+    servers = marker.get("servers") or [marker.get("server")]
+    return [str(s) for s in servers if s]

@@ -55,6 +55,12 @@ def add_parser(
     p.add_argument(
         "--reserve", type=parse_size, default="256M", help="disk space always kept free (256M)"
     )
+    p.add_argument(
+        "--max-unpacked",
+        type=parse_size,
+        default="256M",
+        help="most bytes unpacked from one upload to index it; past it: 413 (256M)",
+    )
     tokens = p.add_subparsers(dest="server_verb", metavar="token")
     t = tokens.add_parser("token", help="manage access tokens")
     t_sub = t.add_subparsers(dest="token_verb", metavar="create", required=True)
@@ -99,6 +105,7 @@ def _server(args: argparse.Namespace) -> int:
             data_dir=data_dir,
             max_size=args.max_size,
             reserve=args.reserve,
+            max_unpacked=args.max_unpacked,
         )
     )
 

@@ -31,12 +31,19 @@ def session(
     backoff_max: float = 0.5,
     statuses: Collection[int] = RETRY_STATUSES,
     backoff_factor: float = 0.01,
+    resends: int = 1,
 ) -> requests.Session:
-    """A session that retries PUTs on ``statuses`` with bounded backoff."""
+    """A session that retries PUTs on ``statuses`` with bounded backoff.
+
+    A refused connection is tried again 5 times; a body cut off on the way (the
+    connection dropped, no answer read) is sent again at most ``resends`` times
+    in all, whatever the error, so that a large body is not re-sent without end.
+    """
     retry = Retry(
         total=retries,
         connect=5,
-        read=1,
+        read=resends,
+        other=resends,
         status=retries,
         backoff_factor=backoff_factor,
         backoff_max=backoff_max,

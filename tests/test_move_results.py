@@ -3,14 +3,21 @@ to a real results server, and what the server then lists."""
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
+import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
+from pbench_runner import results
+from pbench_runner.errors import UploadError
 from pbench_runner.toolstore import local_hostname
 from tests.conftest import pbench_env
 from tests.results_helpers import ResultsServer, make_result, make_token, results_server
@@ -226,3 +233,201 @@ def test_move_results_retries_until_a_restarting_server_answers(
         assert not local.exists()
     finally:
         procs.stop(client)
+
+
+def _with_noise(result_dir: Path, size: int) -> Path:
+    """Incompressible bytes in the result, so that its tarball is about ``size`` bytes."""
+    (result_dir / "noise.bin").write_bytes(os.urandom(size))
+    return result_dir
+
+
+def _pack_within(result_dir: Path, target: Path, deadline: float = 60.0) -> BaseException | None:
+    """``results.pack`` in a thread; fails the test if it has not returned by ``deadline``."""
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            results.pack(result_dir, target)
+        except BaseException as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(deadline)
+    assert not thread.is_alive(), f"packing {result_dir.name} into {target} hangs"
+    return raised[0] if raised else None
+
+
+def test_a_full_disk_while_packing_is_an_upload_error_not_a_hang(tmp_path: Path) -> None:
+    result_dir = _with_noise(make_result(tmp_path / "results", "run-full-disk"), 4 << 20)
+    error = _pack_within(result_dir, Path("/dev/full"))
+    assert isinstance(error, UploadError), error
+    assert "run-full-disk" in str(error) and "No space left" in str(error)
+
+
+def test_a_tarball_that_cannot_be_written_is_an_upload_error_naming_the_result(
+    tmp_path: Path,
+) -> None:
+    result_dir = make_result(tmp_path / "results", "run-nowhere")
+    error = _pack_within(result_dir, tmp_path / "missing" / "run-nowhere.tar.xz")
+    assert isinstance(error, UploadError), error
+    assert "run-nowhere" in str(error) and "No such file" in str(error)
+
+
+@contextlib.contextmanager
+def _tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A small tmpfs mounted at ``where`` (root only), unmounted at the end."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    where.mkdir(parents=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], check=True, timeout=30
+    )
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=True, timeout=30)
+
+
+def test_a_full_results_disk_fails_that_result_only_and_exits_4(
+    server: ResultsServer, run_dir: Path, tmp_path: Path
+) -> None:
+    token = server.token("alice")
+    with _tmpfs(run_dir / "results", "3m"):
+        big = _with_noise(make_result(run_dir / "results", "a-big"), 2 << 20)
+        small = make_result(run_dir / "results", "b-small")
+        moved = _pbench(run_dir, tmp_path, "move-results", "--server", server.url, "--token", token)
+        assert moved.returncode == 4, moved.stdout + moved.stderr
+        assert "a-big" in moved.stderr and "No space left" in moved.stderr
+        assert "moved b-small" in moved.stdout
+        assert big.is_dir() and not small.exists()
+        assert [p.name for p in (run_dir / "results").iterdir()] == ["a-big"]  # no staging left
+    names = [d["name"] for d in server.get("/api/v1/datasets", token).json()["datasets"]]
+    assert names == ["b-small"]
+
+
+def test_staging_left_by_a_killed_client_is_removed_on_the_next_run(
+    server: ResultsServer, run_dir: Path, tmp_path: Path
+) -> None:
+    gone = subprocess.run(["true"], timeout=30)
+    dead = subprocess.Popen(["true"])
+    assert dead.wait(timeout=30) == 0 and gone.returncode == 0
+    stale = run_dir / "results" / f".upload-{dead.pid}-abc"
+    live = run_dir / "results" / f".upload-{os.getpid()}-def"  # a client still running
+    for folder in (stale, live):
+        folder.mkdir(parents=True)
+        (folder / "half.tar.xz").write_bytes(b"half")
+    local = make_result(run_dir / "results", "run-after-a-kill")
+    token = server.token("alice")
+    moved = _pbench(run_dir, tmp_path, "move-results", "--server", server.url, "--token", token)
+    assert moved.returncode == 0, moved.stderr
+    assert not stale.exists() and live.is_dir() and not local.exists()
+
+
+def test_copy_results_to_a_second_server_sends_it_there_too(run_dir: Path, tmp_path: Path) -> None:
+    local = make_result(run_dir / "results", "run-two-servers")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with results_server(tmp_path / "a") as one, results_server(tmp_path / "b") as two:
+        tokens = {one.url: one.token("alice"), two.url: two.token("alice")}
+
+        def copy(url: str) -> subprocess.CompletedProcess[str]:
+            args = ("copy-results", "--server", url, "--token", tokens[url])
+            done = _pbench(run_dir, tmp_path, *args)
+            assert done.returncode == 0, done.stderr
+            return done
+
+        assert "copied run-two-servers" in copy(one.url).stdout
+        assert "copied run-two-servers" in copy(two.url).stdout
+        assert "nothing to send" in copy(one.url).stdout
+        assert "nothing to send" in copy(two.url).stdout
+        for srv in (one, two):
+            (ds,) = srv.get("/api/v1/datasets", tokens[srv.url]).json()["datasets"]
+            assert ds["name"] == local.name
+    marker = json.loads((run_dir / "results" / f"{local.name}.copied").read_text())
+    assert sorted(marker["servers"]) == sorted(tokens)
+
+
+class _Busy503Proxy(http.server.ThreadingHTTPServer):
+    """Drops the first ``drops`` PUTs half way through their body, answers the next
+    ``refusals`` with 503, then passes them on to ``target``."""
+
+    def __init__(self, target: str, refusals: int = 0, drops: int = 0) -> None:
+        super().__init__(("127.0.0.1", 0), _BusyHandler)
+        self.target, self.refusals, self.drops, self.seen = target, refusals, drops, 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _BusyHandler(http.server.BaseHTTPRequestHandler):
+    server: _Busy503Proxy
+
+    def do_PUT(self) -> None:
+        length = int(self.headers["Content-Length"])
+        self.server.seen += 1
+        if self.server.seen <= self.server.drops:
+            self.rfile.read(length // 2)
+            self.close_connection = True  # no answer: the connection drops mid-body
+            return
+        body = self.rfile.read(length)
+        if self.server.seen <= self.server.drops + self.server.refusals:
+            self._answer(503, b'{"message": "busy, try again"}', {})
+            return
+        headers = {k: self.headers[k] for k in ("Authorization", "Content-MD5", "Content-Type")}
+        resp = requests.put(self.server.target + self.path, data=body, headers=headers, timeout=60)
+        self._answer(resp.status_code, resp.content, {"Location": resp.headers.get("Location", "")})
+
+    def _answer(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for key, value in {**headers, "Content-Type": "application/json"}.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _proxy(target: str, refusals: int = 0, drops: int = 0) -> Iterator[_Busy503Proxy]:
+    proxy = _Busy503Proxy(target, refusals, drops)
+    serving = threading.Thread(target=proxy.serve_forever, daemon=True)
+    serving.start()
+    try:
+        yield proxy
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+        serving.join(30)
+
+
+def test_move_results_retries_a_server_that_answers_503(
+    server: ResultsServer, run_dir: Path, tmp_path: Path
+) -> None:
+    local = make_result(run_dir / "results", "run-after-503s")
+    token = server.token("alice")
+    with _proxy(server.url, refusals=2) as proxy:
+        moved = _pbench(run_dir, tmp_path, "move-results", "--server", proxy.url, "--token", token)
+    assert moved.returncode == 0, moved.stderr
+    assert proxy.seen == 3  # two 503s, then the upload
+    assert not local.exists()
+    (ds,) = server.get("/api/v1/datasets", token).json()["datasets"]
+    assert ds["name"] == local.name
+
+
+def test_a_body_cut_off_is_sent_again_twice_at_most(
+    server: ResultsServer, run_dir: Path, tmp_path: Path
+) -> None:
+    local = _with_noise(make_result(run_dir / "results", "run-cut-off"), 1 << 20)
+    token = server.token("alice")
+    with _proxy(server.url, drops=3) as proxy:
+        failed = _pbench(run_dir, tmp_path, "move-results", "--server", proxy.url, "--token", token)
+    assert failed.returncode == 4 and "run-cut-off" in failed.stderr
+    assert proxy.seen == 3 and local.is_dir()  # the first try and two more
+    with _proxy(server.url, drops=2) as proxy:
+        moved = _pbench(run_dir, tmp_path, "move-results", "--server", proxy.url, "--token", token)
+    assert moved.returncode == 0, moved.stderr
+    assert proxy.seen == 3 and not local.exists()

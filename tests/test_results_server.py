@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import lzma
+import os
 import socket
 import sqlite3
+import subprocess
 import tarfile
 import threading
 import urllib.parse
@@ -148,8 +152,9 @@ def test_a_tarball_that_is_not_a_result_gets_400(
         ({"evil/metadata.json": b"{}", "/abs/escaped.txt": b"x"}, {}),
         ({"evil/metadata.json": b"{}"}, {"evil/link": "../../../../etc/passwd"}),
         ({"evil/metadata.json": b"{}", "other/file": b"x"}, {}),
+        ({"evil/metadata.json": b"{}", "evil/sub/../result.json": b"{}"}, {}),
     ],
-    ids=["dotdot", "absolute", "symlink-out", "outside-its-directory"],
+    ids=["dotdot", "absolute", "symlink-out", "outside-its-directory", "dotdot-inside"],
 )
 def test_path_traversal_inside_the_tarball_is_refused(
     server: ResultsServer,
@@ -388,3 +393,234 @@ def test_pcp_and_node_exporter_activity_is_plotted_beside_sysstat_data(
     assert len(node["cpu_busy_pct"]) == 5  # vmstat comes first
     (it,) = server.get(f"/api/v1/datasets/{md5}", alice).json()["iterations"]
     assert it["hosts"]["node1"]["mem_used_mib"]["peak"] == 1100
+
+
+def _with_result_json(tmp_path: Path, name: str, iterations: list[object]) -> Path:
+    result_dir = make_result(tmp_path / "results", name, durations=(1.0,))
+    (result_dir / "result.json").write_text(json.dumps({"iterations": iterations}))
+    return tarball_of(result_dir, tmp_path)
+
+
+def _no_constants(text: str) -> object:
+    def refuse(constant: str) -> object:
+        raise AssertionError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_another_users_private_dataset_is_refused_by_every_resource(
+    server: ResultsServer, alice: str, bob: str, tmp_path: Path
+) -> None:
+    mine = server.put(_result(tmp_path, "run-bob-own", durations=(2.0,)), bob, access="public")
+    md5 = server.put(_result(tmp_path, "run-alice-secret"), alice).json()["id"]
+    for path in ("", "/series", "/files", "/files/metadata.json", "/tarball"):
+        assert server.get(f"/api/v1/datasets/{md5}{path}", bob).status_code == 404, path
+    compared = server.get("/api/v1/compare", bob, ids=f"{mine.json()['id']},{md5}")
+    assert compared.status_code == 404
+    assert "run-alice-secret" not in compared.text
+    deleted = requests.delete(
+        f"{server.url}/api/v1/datasets/{md5}",
+        headers={"Authorization": f"Bearer {bob}"},
+        timeout=30,
+    )
+    assert deleted.status_code == 404
+    assert server.get(f"/api/v1/datasets/{md5}", alice).status_code == 200
+
+
+def test_another_users_upload_of_a_private_tarball_gets_409_without_its_md5(
+    server: ResultsServer, alice: str, bob: str, tmp_path: Path
+) -> None:
+    tarball = _result(tmp_path, "run-same-bytes")
+    md5 = results_md5(tarball)
+    assert server.put(tarball, alice).status_code == 201
+    resp = server.put(tarball, bob)
+    assert resp.status_code == 409, resp.text  # 200 would let bob's move-results delete his copy
+    assert md5 not in resp.text and "private" in resp.json()["message"]
+    other = _result(tmp_path / "b", "run-same-bytes", durations=(3.0,))
+    taken = server.put(other, bob)
+    assert taken.status_code == 409 and "exists already" in taken.json()["message"]
+    assert md5 not in taken.text
+    assert md5 in server.put(other, alice).json()["message"]  # the owner is told which
+    # the owner makes it public with a re-upload; then bob may have it
+    again = server.put(tarball, alice, access="public")
+    assert again.status_code == 200 and "public now" in again.json()["message"]
+    assert server.get(f"/api/v1/datasets/{md5}", bob).json()["access"] == "public"
+    assert server.put(tarball, bob).status_code == 200
+
+
+def test_malformed_metadata_gets_400_naming_what_is_wrong(
+    server: ResultsServer, alice: str, tmp_path: Path
+) -> None:
+    cases = {
+        "tools-not-object": (lambda m: m.update(tools="vmstat"), "'tools'"),
+        "host-not-object": (lambda m: m["tools"]["hosts"].update(node1="x"), "'node1'"),
+        "samples-not-list": (lambda m: m["iterations"][0].update(samples="x"), "samples"),
+        "duration-a-string": (
+            lambda m: m["iterations"][0]["samples"][0].update(duration_s="fast"),
+            "duration_s",
+        ),
+    }
+    for name, (spoil, said) in cases.items():
+        result_dir = make_result(tmp_path / "results", f"run-bad-{name}")
+        meta = json.loads((result_dir / "metadata.json").read_text())
+        spoil(meta)
+        (result_dir / "metadata.json").write_text(json.dumps(meta))
+        resp = server.put(tarball_of(result_dir, tmp_path), alice)
+        assert resp.status_code == 400, (name, resp.text)
+        assert "metadata.json" in resp.json()["message"] and said in resp.json()["message"]
+    assert server.leftovers() == []
+    # a host that ran no tools is fine
+    result_dir = make_result(tmp_path / "results", "run-host-without-tools")
+    meta = json.loads((result_dir / "metadata.json").read_text())
+    del meta["tools"]["hosts"]["node1"]["tools"]
+    (result_dir / "metadata.json").write_text(json.dumps(meta))
+    resp = server.put(tarball_of(result_dir, tmp_path), alice)
+    assert resp.status_code == 201, resp.text
+    assert server.get(f"/api/v1/datasets/{resp.json()['id']}", alice).json()["tools"] == []
+
+
+def test_strings_where_numbers_belong_still_show_the_run_page_and_compare(
+    server: ResultsServer, alice: str, tmp_path: Path
+) -> None:
+    odd = [
+        {
+            "name": "t",
+            "nodeid": "t",
+            "metrics": {"ops": {"values": ["x", 1.0], "summary": {"mean": "lots"}}, "bad": "y"},
+            "hosts": {"node1": {"cpu_busy_pct": {"mean": "busy", "peak": 3}}, "node2": "z"},
+        },
+        "not an iteration",
+    ]
+    first = server.put(_with_result_json(tmp_path / "a", "run-odd-a", odd), alice)
+    second = server.put(_with_result_json(tmp_path / "b", "run-odd-b", odd), alice)
+    assert first.status_code == second.status_code == 201, first.text
+    page = server.get(f"/run/{first.json()['id']}", alice)
+    assert page.status_code == 200 and "run-odd-a" in page.text
+    ids = f"{first.json()['id']},{second.json()['id']}"
+    assert server.get("/api/v1/compare", alice, ids=ids).status_code == 200
+    assert server.get("/compare", alice, ids=ids).status_code == 200
+
+
+def test_a_change_from_a_mean_of_zero_is_valid_json(
+    server: ResultsServer, alice: str, tmp_path: Path
+) -> None:
+    def its(value: float) -> list[object]:
+        metric = {"unit": "op/s", "higher_is_better": True, "values": [value, value]}
+        return [{"name": "b", "nodeid": "b", "metrics": {"ops": metric}}]
+
+    base = server.put(_with_result_json(tmp_path / "a", "run-zero", its(0.0)), alice).json()["id"]
+    new = server.put(_with_result_json(tmp_path / "b", "run-one", its(1.0)), alice).json()["id"]
+    resp = server.get("/api/v1/compare", alice, ids=f"{base},{new}")
+    assert resp.status_code == 200
+    (comparison,) = _no_constants(resp.text)["comparisons"]  # type: ignore[index]
+    (change,) = comparison["changes"]
+    assert change["base"] == 0.0 and change["new"] == 1.0 and change["pct"] is None
+    assert server.get("/compare", alice, ids=f"{base},{new}").status_code == 200
+
+
+def test_odd_query_parameters_get_400_or_a_page_never_500(
+    server: ResultsServer, alice: str
+) -> None:
+    huge = str(10**30)
+    assert server.get("/api/v1/datasets", alice, offset=huge).status_code == 400
+    assert server.get("/api/v1/datasets", alice, limit=huge).status_code == 400
+    twice = server.get("/api/v1/datasets", alice, q=["a", "b"])
+    assert twice.status_code == 400 and "once" in twice.text
+    assert server.get("/", alice, page_no=huge).status_code == 200
+    assert server.get("/", alice, q=["a", "b"], page_no=["1", "2"]).status_code == 200
+    posted = requests.post(f"{server.url}/api/v1/datasets", timeout=30)
+    assert posted.status_code == 405
+
+
+def test_search_words_are_literal_not_like_wildcards(
+    server: ResultsServer, alice: str, tmp_path: Path
+) -> None:
+    assert server.put(_result(tmp_path, "run-like_literal"), alice).status_code == 201
+    assert server.put(_result(tmp_path, "run-likeXliteral"), alice).status_code == 201
+    assert _names(server, alice, q="like_literal") == ["run-like_literal"]
+    assert _names(server, alice, q="%") == []
+    assert _names(server, alice, q="run-like%literal") == []
+
+
+def _big_csv_result(tmp_path: Path, name: str, size: int) -> Path:
+    """A result whose sar-cpu.csv is ``size`` bytes of distinct timestamps (compressible)."""
+    result_dir = make_result(tmp_path / "results", name, durations=(1.0,))
+    sar = result_dir / "1-default/sample1/tools-default/node1/sar"
+    sar.mkdir()
+    with open(sar / "sar-cpu.csv", "w") as fh:
+        fh.write("timestamp,CPU,%idle\n")
+        n = 0
+        while fh.tell() < size:
+            fh.write(f"2026-11-20T10:{n // 3600000:02d}:00.{n:09d}+00:00,all,{n % 100}\n")
+            n += 1
+    return tarball_of(result_dir, tmp_path)
+
+
+def _peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmHWM for {pid}")
+
+
+def test_a_small_upload_that_unpacks_to_too_much_gets_413_and_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    with results_server(tmp_path, "--max-unpacked", "1M") as srv:
+        token = srv.token("alice")
+        tarball = _big_csv_result(tmp_path, "run-bomb", 3 << 20)
+        assert tarball.stat().st_size < 1 << 20
+        resp = srv.put(tarball, token)
+        assert resp.status_code == 413, resp.text
+        assert "run-bomb" in resp.json()["message"] and "unpack" in resp.json()["message"]
+        _nothing_left(srv, "run-bomb", token)
+
+
+def test_indexing_a_large_tool_csv_keeps_the_server_memory_flat(tmp_path: Path) -> None:
+    tarball = _big_csv_result(tmp_path, "run-big-csv", 11 << 20)
+    with results_server(tmp_path) as srv:
+        token = srv.token("alice")
+        srv.get("/api/v1/datasets", token)
+        before = _peak_rss_kib(srv.proc.pid)
+        resp = srv.put(tarball, token)
+        assert resp.status_code == 201, resp.text
+        grew_mib = (_peak_rss_kib(srv.proc.pid) - before) / 1024
+        print(f"peak RSS grew by {grew_mib:.1f} MiB")
+        assert grew_mib < 60, f"indexing an 11 MiB CSV took {grew_mib:.0f} MiB more"
+        series = srv.get(f"/api/v1/datasets/{resp.json()['id']}/series", token).json()
+        assert 100 < len(series["node1"]["cpu_busy_pct"]) <= 400
+
+
+@contextlib.contextmanager
+def _tmpfs(where: Path, *options: str) -> Iterator[Path]:
+    """A small tmpfs mounted at ``where`` (root only), unmounted at the end."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    where.mkdir(parents=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", ",".join(options), "tmpfs", str(where)],
+        check=True,
+        timeout=30,
+    )
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=True, timeout=30)
+
+
+def test_a_full_disk_while_unpacking_gets_507_and_leaves_nothing(tmp_path: Path) -> None:
+    result_dir = make_result(tmp_path / "results", "run-inodes", durations=(1.0,))
+    for n in range(200):  # each a wanted file: more inodes than the data directory has
+        host = result_dir / "sysinfo" / "beg" / f"host{n}"
+        host.mkdir(parents=True)
+        (host / "sysinfo.json").write_text("{}")
+    tarball = tarball_of(result_dir, tmp_path)
+    with (
+        _tmpfs(tmp_path / "srv" / "server-data", "size=64m", "nr_inodes=100"),
+        results_server(tmp_path / "srv", "--reserve", "0", "--max-unpacked", "1M") as srv,
+    ):
+        token = srv.token("alice")
+        resp = srv.put(tarball, token)
+        assert resp.status_code == 507, resp.text
+        assert "run-inodes" in resp.json()["message"]
+        _nothing_left(srv, "run-inodes", token)

@@ -2,9 +2,11 @@
 
 ==========================================  ==============================================
 ``PUT /upload/<name>.tar.xz[?access=public]``  201 new (``id`` = MD5, ``Location``), 200 known
-                                               MD5; 400 bad MD5, name or tarball; 401 no valid
-                                               token; 409 name busy or taken; 411 no length;
-                                               413 too large; 507 no room
+                                               MD5 you can see; 400 bad MD5, name or tarball;
+                                               401 no valid token; 409 name busy or taken, or
+                                               the same tarball is another user's private
+                                               dataset; 411 no length; 413 too large or unpacks
+                                               to too much; 507 no room
 ``GET /datasets?user=&controller=&benchmark=&config=&since=&until=&q=&limit=&offset=``
 ``GET /datasets/<id>``                        metadata, iterations, sysinfo, host summaries
 ``GET /datasets/<id>/series``                 tool data over time, per host and measure
@@ -14,12 +16,17 @@
 ``GET /compare?ids=A,B[,C...]``               the table of ``pbench compare`` (A is the base)
 ==========================================  ==============================================
 
-A private dataset is answered with 404 to anyone but its owner.
+A private dataset is answered with 404 to anyone but its owner.  An upload
+of a tarball that is here already answers 200 only to whoever can see it (its
+owner, or anyone when it is public); its owner's ``?access=`` then sets its
+access.  Non-finite numbers (a change from a mean of 0) are answered as ``null``.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
 import re
 import shutil
@@ -36,17 +43,38 @@ import cherrypy.lib.static
 from pbench_runner import compare
 from pbench_runner.server import archive, auth
 from pbench_runner.server.receive import InProgress, Limits, Refused, check_room, drain, receive
-from pbench_runner.server.storage import Dataset, Filters, Index, integrity_errors, now
+from pbench_runner.server.storage import Dataset, Filters, Index, now
 
 NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,199}$")
 MD5: Final = re.compile(r"^[0-9a-f]{32}$")
 SUFFIX: Final = ".tar.xz"
 MAX_LIST: Final = 10000
+#: the largest listing offset taken (beyond what any index holds, within SQL's integers)
+MAX_OFFSET: Final = 10**12
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinity replaced by None (JSON has no such numbers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def one(params: dict[str, Any], key: str, default: str = "") -> str:
+    """A query parameter given at most once (400 when repeated)."""
+    value = params.get(key, default)
+    if isinstance(value, list):
+        raise cherrypy.HTTPError(400, f"give the query parameter {key!r} once")
+    return str(value)
 
 
 def _json(body: Any) -> bytes:
     cherrypy.response.headers["Content-Type"] = "application/json"
-    return json.dumps(body).encode()
+    return json.dumps(finite(body), allow_nan=False).encode()
 
 
 def _answer(status: int, **body: Any) -> dict[str, Any]:
@@ -77,22 +105,22 @@ def dataset_name(parts: tuple[str, ...]) -> str:
     return name
 
 
-def filters_from(params: dict[str, str]) -> Filters:
+def filters_from(params: dict[str, Any]) -> Filters:
     try:
-        limit = int(params.get("limit", 100))
-        offset = int(params.get("offset", 0))
+        limit = int(one(params, "limit", "100"))
+        offset = int(one(params, "offset", "0"))
     except ValueError:
         raise cherrypy.HTTPError(400, "limit and offset are whole numbers") from None
-    if not 1 <= limit <= MAX_LIST or offset < 0:
-        raise cherrypy.HTTPError(400, f"limit is 1 to {MAX_LIST}; offset is 0 or more")
+    if not 1 <= limit <= MAX_LIST or not 0 <= offset <= MAX_OFFSET:
+        raise cherrypy.HTTPError(400, f"limit is 1 to {MAX_LIST}; offset is 0 to {MAX_OFFSET}")
     return Filters(
-        user=params.get("user", ""),
-        controller=params.get("controller", ""),
-        benchmark=params.get("benchmark", ""),
-        config=params.get("config", ""),
-        since=params.get("since", ""),
-        until=params.get("until", ""),
-        text=params.get("q", ""),
+        user=one(params, "user"),
+        controller=one(params, "controller"),
+        benchmark=one(params, "benchmark"),
+        config=one(params, "config"),
+        since=one(params, "since"),
+        until=one(params, "until"),
+        text=one(params, "q"),
         limit=limit,
         offset=offset,
     )
@@ -113,6 +141,13 @@ def comparison(datasets: list[Dataset]) -> list[dict[str, Any]]:
             }
         )
     return found
+
+
+def same_tarball_message(name: str) -> str:
+    return (
+        f"another user has uploaded this very tarball ({name}) as a private dataset; "
+        "ask them to make it public, or keep your copy"
+    )
 
 
 class Store:
@@ -160,22 +195,26 @@ class Store:
         with tempfile.TemporaryDirectory(dir=self.incoming, prefix="staging-") as staging:
 
             def consume(stream: Any) -> archive.Contents:
-                return archive.read(stream, name, Path(staging))
+                return archive.read(stream, name, Path(staging), self.limits.max_unpacked)
 
             try:
                 with receive(rfile, length, md5, self.incoming, consume) as got:
                     return self._add(got.path, got.contents, name, md5, owner, access)
             except archive.NotAResult as exc:
-                raise Refused(400, str(exc)) from exc
+                raise Refused(exc.status, str(exc)) from exc
+            except OSError as exc:  # unpacking (in the reader thread) filled the disk
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise Refused(
+                        507, f"the disk of the data directory is full while unpacking {name}: {exc}"
+                    ) from exc
+                raise
 
     def _add(
         self, temp: Path, contents: archive.Contents, name: str, md5: str, owner: str, access: str
     ) -> int:
-        meta = contents.metadata
-        hosts = sorted(meta.get("tools", {}).get("hosts", {}) or {})
-        tools = sorted(
-            {t for h in (meta.get("tools", {}).get("hosts", {}) or {}).values() for t in h["tools"]}
-        )
+        per_host = contents.metadata.get("tools", {}).get("hosts", {}) or {}  # checked by archive
+        hosts = sorted(per_host)
+        tools = sorted({str(t) for h in per_host.values() for t in h.get("tools", {})})
         ds = Dataset(
             id=md5,
             name=name,
@@ -197,8 +236,11 @@ class Store:
         os.replace(temp, final)
         try:
             self.index.add(ds)
-        except integrity_errors() as exc:  # the same tarball or name, uploaded meanwhile
-            if self.index.get(md5) is not None:
+        except self.index.integrity_errors() as exc:  # the same tarball or name, uploaded meanwhile
+            known = self.index.get(md5)
+            if known is not None:
+                if not known.visible_to(owner):
+                    raise Refused(409, same_tarball_message(name)) from exc
                 return 200
             self.remove(ds)
             raise Refused(409, f"a dataset named {name} exists already") from exc
@@ -224,7 +266,7 @@ class API:
     @cherrypy.expose
     @cherrypy.tools.json_out()
     @cherrypy.config(**{"request.process_request_body": False})
-    def upload(self, *parts: str, **params: str) -> dict[str, Any]:
+    def upload(self, *parts: str, **params: Any) -> dict[str, Any]:
         request = cherrypy.request
         if request.method != "PUT":
             cherrypy.response.headers["Allow"] = "PUT"
@@ -238,7 +280,7 @@ class API:
             return _answer(exc.status, message=str(exc))
 
     def _upload(
-        self, parts: tuple[str, ...], params: dict[str, str], length: int | None
+        self, parts: tuple[str, ...], params: dict[str, Any], length: int | None
     ) -> dict[str, Any]:
         request = cherrypy.request
         user = auth.user_of(self.index, request.headers.get("Authorization"))
@@ -253,11 +295,22 @@ class API:
             raise Refused(400, "the Content-MD5 header (the hex MD5 of the body) is required")
         known = self.index.get(md5)
         if known is not None:
+            if not known.visible_to(user):
+                raise Refused(409, same_tarball_message(name))
             drain(request.rfile, length, limit=length or 0)
-            return self._created(200, known.id, known.name, "this tarball is here already")
+            message = "this tarball is here already"
+            if user == known.owner and "access" in params and access != known.access:
+                self.index.set_access(known.id, access)
+                message += f"; it is {access} now"
+            return self._created(200, known.id, known.name, message)
         taken = self.index.id_for_name(name)
         if taken is not None:
-            raise Refused(409, f"a dataset named {name} exists already, with MD5 {taken}")
+            mine = (other := self.index.get(taken)) is not None and other.owner == user
+            raise Refused(
+                409,
+                f"a dataset named {name} exists already"
+                + (f" (yours, with MD5 {taken}); delete it first to replace it" if mine else ""),
+            )
         check_room(self.store.data_dir, length, self.store.limits)
         assert length is not None
         with self.store.in_progress.hold(name):
@@ -270,10 +323,13 @@ class API:
         return _answer(status, id=md5, name=name, location=location, message=message)
 
     @cherrypy.expose
-    def datasets(self, *path: str, **params: str) -> Any:
+    def datasets(self, *path: str, **params: Any) -> Any:
         method = cherrypy.request.method
         user = viewer(self.index)
         if not path:
+            if method not in ("GET", "HEAD"):
+                cherrypy.response.headers["Allow"] = "GET, HEAD"
+                raise cherrypy.HTTPError(405, "use GET to list the datasets")
             total, found = self.index.search(filters_from(params), user)
             return _json({"total": total, "datasets": [d.summary() for d in found]})
         ds = self.store.visible(path[0], user)
@@ -326,10 +382,10 @@ class API:
         return _member_bytes(self.store.tarball(ds), f"{ds.name}/{inner}")
 
     @cherrypy.expose
-    @cherrypy.tools.json_out()
-    def compare(self, ids: str = "", **params: str) -> Any:
-        chosen = [i for i in ids.split(",") if i]
-        return {"comparisons": comparison(self.store.many(chosen, viewer(self.index)))}
+    def compare(self, ids: Any = "", **params: Any) -> Any:
+        values = ids if isinstance(ids, list) else [ids]
+        chosen = [i for v in values for i in str(v).split(",") if i]
+        return _json({"comparisons": comparison(self.store.many(chosen, viewer(self.index)))})
 
 
 def _member_bytes(tarball: Path, member: str) -> Iterator[bytes]:

@@ -29,6 +29,7 @@ log = logging.getLogger("pbench.server")
 
 DEFAULT_MAX_SIZE: Final = 64 << 30
 DEFAULT_RESERVE: Final = 256 << 20
+DEFAULT_MAX_UNPACKED: Final = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class ServerOptions:
     data_dir: Path = Path("pbench-server-data")
     max_size: int = DEFAULT_MAX_SIZE
     reserve: int = DEFAULT_RESERVE
+    max_unpacked: int = DEFAULT_MAX_UNPACKED
     threads: int = 16
 
 
@@ -55,7 +57,9 @@ def serve(opts: ServerOptions) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s server %(levelname)s %(message)s")
     data_dir = opts.data_dir.absolute()
-    store = Store(data_dir, open_index(data_dir), Limits(opts.max_size, opts.reserve))
+    store = Store(
+        data_dir, open_index(data_dir), Limits(opts.max_size, opts.reserve, opts.max_unpacked)
+    )
     for name in store.clean_incoming():
         log.info("removed %s, left by an upload that was cut short", store.incoming / name)
     stopping = threading.Event()

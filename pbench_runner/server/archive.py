@@ -7,7 +7,15 @@ layout of :mod:`pbench_runner.resultdir`.  Only small files are unpacked
 files.  From them come the dataset's index row and its document: metadata,
 iterations with their statistics and per-host summaries, sysinfo, and the
 tool data over time per host.  Every member is checked with ``tarfile``'s
-data filter first; one unsafe member refuses the whole tarball.
+data filter first; one unsafe member (or one with a ``..`` component)
+refuses the whole tarball.
+
+What is unpacked is capped: a wanted member past :data:`MAX_MEMBER` is
+listed but not unpacked, and once ``max_unpacked`` bytes are unpacked
+the tarball is refused (413), so that a small, highly compressed upload
+cannot fill the disk.  CSV files are read row by row, once each, and
+:mod:`pbench_runner.hostsummary` keeps at most ``MAX_TIMES`` timestamps of
+each, so the memory an upload takes stays bounded.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
 
-from pbench_runner.hostsummary import combine, host_series, is_host_dir, sample_hosts
+from pbench_runner.hostsummary import Series, activity, combine, host_series, is_host_dir
 from pbench_runner.stats import summarize
 from pbench_runner.tarballs import CHUNK, UnsafeTarball, check_member
 
@@ -36,12 +44,22 @@ WANTED: Final = re.compile(
 )
 #: a wanted member larger than this is listed but not unpacked
 MAX_MEMBER: Final = 64 << 20
+#: the most bytes unpacked from one upload by default (beyond it: refused with 413)
+MAX_UNPACKED: Final = 256 << 20
 #: points per plotted series; longer series are thinned evenly
 MAX_POINTS: Final = 400
 
 
 class NotAResult(Exception):
     """The tarball is unreadable, unsafe, or not a pbench result (answered with 400)."""
+
+    status = 400
+
+
+class TooMuchToUnpack(NotAResult):
+    """The files the index reads would unpack to more than the server takes (413)."""
+
+    status = 413
 
 
 @dataclass
@@ -59,9 +77,9 @@ class Contents:
         return node if isinstance(node, str) else ""
 
 
-def read(stream: IO[bytes], name: str, staging: Path) -> Contents:
+def read(stream: IO[bytes], name: str, staging: Path, max_unpacked: int = MAX_UNPACKED) -> Contents:
     """Check every member of the ``.tar.xz`` in ``stream`` and read what the index needs."""
-    files = _unpack_wanted(stream, name, staging)
+    files = _unpack_wanted(stream, name, staging, max_unpacked)
     root = staging / name
     try:
         metadata = json.loads((root / "metadata.json").read_text())
@@ -71,20 +89,59 @@ def read(stream: IO[bytes], name: str, staging: Path) -> Contents:
         ) from None
     except (OSError, ValueError) as exc:
         raise NotAResult(f"{name}/metadata.json cannot be read: {exc}") from exc
-    if not isinstance(metadata, dict):
-        raise NotAResult(f"{name}/metadata.json is not a JSON object")
+    check_metadata(metadata, name)
+    measured = {
+        d: host_series(d) for d in sorted(root.glob("*/sample*/tools-*/*")) if is_host_dir(d)
+    }
     doc = {
         "metadata": metadata,
-        "iterations": iterations(root, metadata),
+        "iterations": iterations(root, metadata, measured),
         "sysinfo": sysinfo(root),
-        "series": series(root),
+        "series": series(measured),
         "files": files,
     }
     return Contents(metadata, doc)
 
 
-def _unpack_wanted(stream: IO[bytes], name: str, staging: Path) -> list[list[Any]]:
+def check_metadata(metadata: Any, name: str) -> None:
+    """Refuse (400) a ``metadata.json`` whose tools or iterations are not shaped as
+    ``pbench`` writes them, naming what is wrong."""
+    where = f"{name}/metadata.json"
+    if not isinstance(metadata, dict):
+        raise NotAResult(f"{where} is not a JSON object")
+    tools = metadata.get("tools", {})
+    if not isinstance(tools, dict):
+        raise NotAResult(f"{where}: 'tools' is not an object")
+    hosts = tools.get("hosts", {}) or {}
+    if not isinstance(hosts, dict):
+        raise NotAResult(f"{where}: 'tools.hosts' is not an object of host names")
+    for host, entry in hosts.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("tools", {}), (dict, list)):
+            raise NotAResult(f"{where}: host {host!r} has no object of 'tools'")
+    runs = metadata.get("iterations", []) or []
+    if not isinstance(runs, list):
+        raise NotAResult(f"{where}: 'iterations' is not a list")
+    for it in runs:
+        samples = it.get("samples", []) if isinstance(it, dict) else []
+        if not isinstance(samples, list):
+            raise NotAResult(f"{where}: the samples of iteration {it.get('name')!r} are not a list")
+        for sample in samples:
+            if not isinstance(sample, dict) or sample.get("exit_status") != 0:
+                continue
+            for key in ("duration_s", "cpu_s"):
+                value = sample.get(key)
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise NotAResult(
+                        f"{where}: sample {sample.get('sample')!r} of iteration "
+                        f"{it.get('name')!r} has no number {key!r}"
+                    )
+
+
+def _unpack_wanted(
+    stream: IO[bytes], name: str, staging: Path, max_unpacked: int
+) -> list[list[Any]]:
     files: list[list[Any]] = []
+    unpacked = 0
     try:
         with tarfile.open(fileobj=stream, mode="r|xz", bufsize=CHUNK) as tar:
             for member in tar:
@@ -92,6 +149,8 @@ def _unpack_wanted(stream: IO[bytes], name: str, staging: Path) -> list[list[Any
                     check_member(member, staging)
                 except UnsafeTarball as exc:
                     raise NotAResult(f"refused: {exc}") from exc
+                if ".." in member.name.split("/"):
+                    raise NotAResult(f"refused: member {member.name!r} has a '..' component")
                 top, _, inner = member.name.rstrip("/").partition("/")
                 if top != name:
                     raise NotAResult(
@@ -101,6 +160,13 @@ def _unpack_wanted(stream: IO[bytes], name: str, staging: Path) -> list[list[Any
                 if member.isfile():
                     files.append([inner, member.size])
                     if member.size <= MAX_MEMBER and WANTED.match(inner):
+                        unpacked += member.size
+                        if unpacked > max_unpacked:
+                            raise TooMuchToUnpack(
+                                f"{name}: its metadata, results, sysinfo and tool CSV files "
+                                f"unpack to more than {max_unpacked} bytes (at {inner}); "
+                                "this server indexes at most that much per upload"
+                            )
                         tar.extract(member, staging, filter="data")
     except (tarfile.TarError, lzma.LZMAError, EOFError) as exc:
         raise NotAResult(f"not a readable .tar.xz: {exc}") from exc
@@ -121,18 +187,23 @@ def _metric(unit: str, higher_is_better: bool, values: list[float]) -> dict[str,
     return entry
 
 
-def iterations(root: Path, metadata: dict[str, Any]) -> list[dict[str, Any]]:
+def iterations(
+    root: Path, metadata: dict[str, Any], measured: dict[Path, dict[str, Series]]
+) -> list[dict[str, Any]]:
     """Each iteration's statistics and per-host summary, shaped like ``pbench run``'s
-    ``result.json`` so that :mod:`pbench_runner.compare` reads them as they are."""
+    ``result.json`` so that :mod:`pbench_runner.compare` reads them as they are.
+
+    ``measured`` is each host directory's :func:`host_series`, read once.
+    """
     result = _json(root / "result.json")
     if isinstance(result, dict) and isinstance(result.get("iterations"), list):
         return [
             {
-                "name": it.get("name", ""),
-                "nodeid": it.get("nodeid", it.get("name", "")),
-                "status": it.get("status", ""),
-                "metrics": it.get("metrics", {}),
-                "hosts": it.get("hosts", {}),
+                "name": str(it.get("name", "")),
+                "nodeid": str(it.get("nodeid", it.get("name", ""))),
+                "status": str(it.get("status", "")),
+                "metrics": _metrics(it.get("metrics")),
+                "hosts": _hosts(it.get("hosts")),
             }
             for it in result["iterations"]
             if isinstance(it, dict)
@@ -157,11 +228,57 @@ def iterations(root: Path, metadata: dict[str, Any]) -> list[dict[str, Any]]:
                     "cpu_s": _metric("s", False, [float(s["cpu_s"]) for s in ok]),
                 },
                 "hosts": combine(
-                    sample_hosts(root / name / f"sample{s.get('sample')}", group) for s in samples
+                    _sample_hosts(
+                        root / name / f"sample{s.get('sample')}" / f"tools-{group}", measured
+                    )
+                    for s in samples
                 ),
             }
         )
     return found
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _metrics(value: Any) -> dict[str, Any]:
+    """A ``result.json``'s metrics, keeping only numbers where numbers belong."""
+    found: dict[str, Any] = {}
+    for name, entry in (value if isinstance(value, dict) else {}).items():
+        if not isinstance(entry, dict):
+            continue
+        values = entry.get("values")
+        summary = entry.get("summary")
+        kept: dict[str, Any] = {
+            "unit": str(entry.get("unit", "")),
+            "higher_is_better": bool(entry.get("higher_is_better")),
+            "values": [v for v in values if _number(v)] if isinstance(values, list) else [],
+        }
+        if isinstance(summary, dict):
+            kept["summary"] = {str(k): v for k, v in summary.items() if _number(v)}
+        found[str(name)] = kept
+    return found
+
+
+def _hosts(value: Any) -> dict[str, dict[str, dict[str, float]]]:
+    """A ``result.json``'s per-host summary, keeping only measures with a number mean and peak."""
+    return {
+        str(host): {
+            str(m): {"mean": stat["mean"], "peak": stat["peak"]}
+            for m, stat in measures.items()
+            if isinstance(stat, dict) and _number(stat.get("mean")) and _number(stat.get("peak"))
+        }
+        for host, measures in (value if isinstance(value, dict) else {}).items()
+        if isinstance(measures, dict)
+    }
+
+
+def _sample_hosts(
+    base: Path, measured: dict[Path, dict[str, Series]]
+) -> dict[str, dict[str, dict[str, float]]]:
+    """As :func:`pbench_runner.hostsummary.sample_hosts`, from the series read already."""
+    return {d.name: activity(m) for d, m in measured.items() if d.parent == base}
 
 
 def sysinfo(root: Path) -> dict[str, dict[str, dict[str, Any]]]:
@@ -184,13 +301,12 @@ def sysinfo(root: Path) -> dict[str, dict[str, dict[str, Any]]]:
     return found
 
 
-def series(root: Path) -> dict[str, dict[str, list[list[Any]]]]:
+def series(measured: dict[Path, dict[str, Series]]) -> dict[str, dict[str, list[list[Any]]]]:
     """Each host's measures over the whole run: ``{host: {measure: [[time, value], ...]}}``."""
     gathered: dict[str, dict[str, list[tuple[str, float]]]] = defaultdict(lambda: defaultdict(list))
-    for host_dir in sorted(root.glob("*/sample*/tools-*/*")):
-        if is_host_dir(host_dir):
-            for measure, points in host_series(host_dir).items():
-                gathered[host_dir.name][measure].extend(points)
+    for host_dir, measures in measured.items():
+        for measure, points in measures.items():
+            gathered[host_dir.name][measure].extend(points)
     return {
         host: {measure: _thin(sorted(points)) for measure, points in measures.items()}
         for host, measures in gathered.items()

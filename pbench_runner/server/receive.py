@@ -44,6 +44,8 @@ class Limits:
     max_size: int
     #: bytes the data directory's file system must keep free after an upload (else 507)
     reserve: int
+    #: the most bytes unpacked from one upload to index it (else 413)
+    max_unpacked: int = 256 << 20
 
 
 class InProgress:
@@ -77,6 +79,8 @@ def drain(stream: IO[bytes], length: int | None, limit: int = DRAIN_LIMIT) -> No
 
 
 def check_room(data_dir: Path, length: int | None, limits: Limits) -> None:
+    """Refuse (411, 413, 507) a body without a length, too large, or without room for it
+    and for what indexing it may unpack beside it."""
     if length is None:
         raise Refused(411, "a Content-Length is required")
     if length > limits.max_size:
@@ -84,10 +88,12 @@ def check_room(data_dir: Path, length: int | None, limits: Limits) -> None:
             413, f"the tarball is {length} bytes; this server takes at most {limits.max_size}"
         )
     free = shutil.disk_usage(data_dir).free
-    if length + limits.reserve > free:
+    unpacked = limits.max_unpacked
+    if length + unpacked + limits.reserve > free:
         raise Refused(
             507,
-            f"not enough space for {length} bytes: {free} free, {limits.reserve} kept in reserve",
+            f"not enough space for {length} bytes (and up to {unpacked} unpacked to index "
+            f"them): {free} free, {limits.reserve} kept in reserve",
         )
 
 

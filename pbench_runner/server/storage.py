@@ -109,6 +109,10 @@ class Index:
     def connect(self) -> Any:  # a DB-API 2 connection
         raise NotImplementedError
 
+    def integrity_errors(self) -> tuple[type[Exception], ...]:
+        """The driver's exceptions that :meth:`add` raises for a duplicate id or name."""
+        raise NotImplementedError
+
     def sql(self, text: str) -> str:
         return text if self.placeholder == "?" else text.replace("?", self.placeholder)
 
@@ -219,6 +223,12 @@ class Index:
             row = cur.fetchone()
         return str(row[0]) if row else None
 
+    def set_access(self, dataset_id: str, access: str) -> None:
+        with self.cursor() as cur:
+            cur.execute(
+                self.sql("UPDATE datasets SET access = ? WHERE id = ?"), (access, dataset_id)
+            )
+
     def delete(self, dataset_id: str) -> None:
         with self.cursor() as cur:
             cur.execute(self.sql("DELETE FROM datasets WHERE id = ?"), (dataset_id,))
@@ -244,8 +254,9 @@ class Index:
             where.append("run_date <= ?")
             params.append(filters.until + ("T99" if len(filters.until) == 10 else ""))
         for word in filters.text.lower().split():
-            where.append("search_text LIKE ?")
-            params.append(f"%{word}%")
+            # the user's words are matched literally: % and _ are no wildcards
+            where.append("search_text LIKE ? ESCAPE '\\'")
+            params.append("%" + _like_literal(word) + "%")
         clause = " AND ".join(where)
         with self.cursor() as cur:
             cur.execute(self.sql(f"SELECT COUNT(*) FROM datasets WHERE {clause}"), params)
@@ -278,7 +289,9 @@ class SQLiteIndex(Index):
         conn.execute("PRAGMA synchronous=NORMAL")
         return conn
 
+    def integrity_errors(self) -> tuple[type[Exception], ...]:
+        return (sqlite3.IntegrityError,)
 
-def integrity_errors() -> tuple[type[Exception], ...]:
-    """The exceptions :meth:`Index.add` raises for a duplicate id or name."""
-    return (sqlite3.IntegrityError,)
+
+def _like_literal(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

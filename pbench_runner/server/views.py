@@ -20,6 +20,8 @@ from pbench_runner.server.storage import Dataset
 from pbench_runner.server.templates import esc, fmt_bytes, page, svg_plot, table
 
 PAGE_SIZE = 50
+#: the last page number taken (a larger one shows this page)
+MAX_PAGE = 10**9
 FILTER_FIELDS = (
     ("q", "text"),
     ("user", "user"),
@@ -45,6 +47,21 @@ def _num(value: Any) -> str:
     return "<td></td>"
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _measure(stat: Any) -> str:
+    """A host's mean (and peak) of one measure; an empty cell when they are not numbers."""
+    mean, peak = _dict(stat).get("mean"), _dict(stat).get("peak")
+    if not isinstance(mean, (int, float)) or not isinstance(peak, (int, float)):
+        return "<td></td>"
+    return (
+        f'<td class="num">{esc(fmt_number(float(mean)))} '
+        f'<span class="muted">(peak {esc(fmt_number(float(peak)))})</span></td>'
+    )
+
+
 def _ids(ids: Any) -> list[str]:
     values = ids if isinstance(ids, list) else [ids or ""]
     return [i for v in values for i in str(v).split(",") if i]
@@ -58,12 +75,14 @@ class Pages:
         self.db = store.index  # not self.index: that is the page at /
 
     @cherrypy.expose
-    def index(self, page_no: str = "1", **params: str) -> str:
+    def index(self, page_no: Any = "1", **params: Any) -> str:
         user = viewer(self.db)
         try:
-            number = max(1, int(page_no))
+            number = min(MAX_PAGE, max(1, int(str(page_no))))
         except ValueError:
             number = 1
+        # a parameter given twice (a list) counts once: its last value
+        params = {k: v[-1] if isinstance(v, list) and v else v for k, v in params.items()}
         wanted = {k: v for k, v in params.items() if k in dict(FILTER_FIELDS) and v}
         filters = filters_from(
             {**wanted, "limit": str(PAGE_SIZE), "offset": str((number - 1) * PAGE_SIZE)}
@@ -118,7 +137,7 @@ class Pages:
         body = [f"<h1>{esc(ds.name)}</h1>", self._facts(ds)]
         body.append("<h2>Iterations</h2>")
         for it in doc.get("iterations", []):
-            body.append(self._iteration(it))
+            body.append(self._iteration(_dict(it)))
         body.append("<h2>Tool data over time</h2>")
         series = doc.get("series", {})
         if not series:
@@ -144,8 +163,8 @@ class Pages:
         return page(ds.name, "".join(body), user)
 
     def _facts(self, ds: Dataset) -> str:
-        meta = (ds.doc or {}).get("metadata", {})
-        run = meta.get("run", {})
+        meta = _dict((ds.doc or {}).get("metadata"))
+        run = _dict(meta.get("run"))
         rows = [
             ["benchmark", esc(ds.benchmark)],
             ["config", esc(ds.config)],
@@ -154,10 +173,10 @@ class Pages:
             ["start", esc(str(run.get("start_run", ds.date)))],
             ["end", esc(str(run.get("end_run", "")))],
             ["status", esc(ds.status)],
-            ["tool group", esc(str(meta.get("tools", {}).get("group", "")))],
+            ["tool group", esc(str(_dict(meta.get("tools")).get("group", "")))],
             ["hosts", esc(", ".join(ds.hosts))],
             ["tools", esc(", ".join(ds.tools))],
-            ["pbench version", esc(str(meta.get("pbench", {}).get("version", "")))],
+            ["pbench version", esc(str(_dict(meta.get("pbench")).get("version", "")))],
             [
                 "tarball",
                 f'<a href="/api/v1/datasets/{ds.id}/tarball">{esc(ds.name)}.tar.xz</a> '
@@ -165,6 +184,8 @@ class Pages:
             ],
         ]
         problems = meta.get("problems") or []
+        if not isinstance(problems, list):
+            problems = [problems]
         if problems:
             rows.append(["problems", "<br>".join(esc(str(p)) for p in problems)])
         return table(["", ""], rows, "meta")
@@ -174,8 +195,9 @@ class Pages:
         if it.get("command"):
             title += f"<p><code>{esc(str(it['command']))}</code></p>"
         rows = []
-        for metric, entry in it.get("metrics", {}).items():
-            s = entry.get("summary") or {}
+        for metric, entry in _dict(it.get("metrics")).items():
+            entry = _dict(entry)
+            s = _dict(entry.get("summary"))
             rows.append(
                 [
                     esc(metric),
@@ -196,17 +218,8 @@ class Pages:
             "stats",
         )
         host_rows = [
-            [esc(host)]
-            + [
-                (
-                    f'<td class="num">{fmt_number(measures[key]["mean"])} '
-                    f'<span class="muted">(peak {fmt_number(measures[key]["peak"])})</span></td>'
-                )
-                if key in measures
-                else "<td></td>"
-                for key, _ in HOST_MEASURES
-            ]
-            for host, measures in sorted(it.get("hosts", {}).items())
+            [esc(host)] + [_measure(_dict(measures).get(key)) for key, _ in HOST_MEASURES]
+            for host, measures in sorted(_dict(it.get("hosts")).items())
         ]
         hosts = (
             table(["host", *(label for _, label in HOST_MEASURES)], host_rows, "hosts")
@@ -222,8 +235,8 @@ class Pages:
         for when, hosts in sorted(sysinfo.items()):
             for host, info in sorted(hosts.items()):
                 items = ", ".join(
-                    f"{esc(name)}{'' if (r or {}).get('ok', True) else ' (failed)'}"
-                    for name, r in sorted(info.get("items", {}).items())
+                    f"{esc(name)}{'' if _dict(r).get('ok', True) else ' (failed)'}"
+                    for name, r in sorted(_dict(info.get("items")).items())
                 )
                 facts = "".join(
                     f"<h4>{esc(name)}</h4><pre>{esc(text)}</pre>"
@@ -260,16 +273,18 @@ class Pages:
             other = names[result["other"]]
             rows = []
             for ch in result["changes"]:
-                better = (ch["pct"] > 0) == ch["higher_is_better"]
+                pct = ch["pct"]
+                better = (ch["new"] > ch["base"]) == ch["higher_is_better"]
                 cls = ("better" if better else "worse") if ch["significant"] else "noise"
                 verdict = cls if cls != "noise" else "within noise"
+                shown = f"{pct:+.1f}%" if isinstance(pct, float) and math.isfinite(pct) else "n/a"
                 rows.append(
                     [
                         esc(ch["benchmark"]),
                         esc(ch["metric"]),
                         _num(ch["base"]),
                         _num(ch["new"]),
-                        f'<td class="num change {cls}">{ch["pct"]:+.1f}%</td>',
+                        f'<td class="num change {cls}">{shown}</td>',
                         verdict,
                     ]
                 )
