@@ -73,16 +73,18 @@ def test_user_benchmark_across_the_controller_and_two_remote_hosts(  # type: ign
     lab: SSHLab, pbench, run_dir: Path, tmp_path: Path
 ) -> None:
     (tmp_path / "pbench.toml").write_text(lab.toml())
-    pbench("register-tool-set", "light", "--interval=1", check=True)
-    pbench("register-tool-set", "light", "--interval=1", "--remotes=nodeA,nodeB", check=True)
-    pbench("user-benchmark", "--", "sleep", "2", check=True, timeout=120)
+    # the medium set: vmstat (procps), and iostat and sar (sysstat)
+    pbench("register-tool-set", "medium", "--interval=1", check=True)
+    pbench("register-tool-set", "medium", "--interval=1", "--remotes=nodeA,nodeB", check=True)
+    pbench("user-benchmark", "--", "sleep", "2.5", check=True, timeout=120)
     result = latest_result(run_dir)
     for when in ("beg", "end"):  # sysinfo came back from every host too
         assert {p.name for p in (result / "sysinfo" / when).iterdir()} >= {HOST, *REMOTES}
     for host in (HOST, *REMOTES):
-        csv = result / "1-default" / "sample1" / "tools-default" / host / "vmstat" / "vmstat.csv"
-        rows = csv.read_text().splitlines()
-        assert rows[0].startswith("timestamp") and len(rows) >= 2, (host, rows)
+        tools = result / "1-default" / "sample1" / "tools-default" / host
+        for csv in ("vmstat/vmstat.csv", "iostat/iostat.csv", "sar/sar-cpu.csv"):
+            rows = (tools / csv).read_text().splitlines()
+            assert rows[0].startswith("timestamp") and len(rows) >= 2, (host, csv, rows)
     for host in REMOTES:
         log = (result / "tm" / f"tm-{host}.log").read_text()
         bundles = lab.remote_dir(host) / "bundles"
