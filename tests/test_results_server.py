@@ -332,6 +332,7 @@ def test_tokens_are_stored_hashed_and_the_last_line_is_the_token(
     server: ResultsServer, alice: str
 ) -> None:
     assert len(alice) >= 32 and " " not in alice
+    assert alice.startswith("pbt_")  # never "-...": `--token VALUE` must not read as an option
     db = sqlite3.connect(server.data_dir / "index.sqlite")
     try:
         stored = [row[0] for row in db.execute("SELECT hash FROM tokens")]

@@ -27,7 +27,9 @@ def create_token(index: Index, user: str) -> str:
         raise UsageError(
             f"bad user name {user!r}: letters, digits, '_', '.', '@' or '-' (64 at most)"
         )
-    token = secrets.token_urlsafe(32)
+    # a fixed prefix: a token never starts with '-' (an option to argparse) and is
+    # easy to recognise in a leaked file
+    token = f"pbt_{secrets.token_urlsafe(32)}"
     index.add_token(user, token_hash(token))
     return token
 
