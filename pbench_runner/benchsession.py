@@ -64,6 +64,9 @@ class BenchSession:
         self.samples: int = opt("pbench_samples")
         self.warmup: int = opt("pbench_warmup")
         self.group_name: str = opt("pbench_tool_group")
+        self.on_host_failure: str = opt("pbench_on_host_failure")
+        #: the run was stopped because a host was lost (not by the user)
+        self.stopped = False
         self.sysinfo: str = opt("pbench_sysinfo")
         self.timeout: float | None = opt("pbench_timeout")
         self.plugins: list[str] = opt("pbench_plugin")
@@ -104,6 +107,7 @@ class BenchSession:
                     plugins=self.plugins,
                     result_dir=self.result_dir,
                     remote=load_remote(),
+                    on_host_failure=self.on_host_failure,
                 ).start()
                 self.meta.run_id = self.ctl.run_id
                 self._sysinfo("beg")
@@ -155,6 +159,9 @@ class BenchSession:
             {"name": it["name"], "nodeid": it["nodeid"], "status": it["status"]}
             for it in self.iterations
         ]
+        missing = self._missing_data()
+        if missing:
+            self.meta.extra["missing_data"] = missing
         self.meta.extra["problems"] = self.problems
         self.meta.write(self.result_dir)
         result = {"run": self.meta.to_json(), "iterations": self.iterations}
@@ -169,6 +176,7 @@ class BenchSession:
         marker = self.config.getoption("pbench_result_file")
         if marker:
             flags = "\ninfrastructure" if infrastructure else ""
+            flags += "\nstopped" if self.stopped else ""
             Path(marker).write_text(f"{self.result_dir}{flags}")
 
     # --- one benchmark ----------------------------------------------------------
@@ -206,7 +214,7 @@ class BenchSession:
             if failure is not None:
                 break
         for n in range(1, samples + 1):
-            if failure is not None:
+            if failure is not None or pyfuncitem.session.shouldstop:
                 break
             self.progress.sample(pyfuncitem.name, "sample", n, samples)
             record, failure = self._sample(
@@ -268,6 +276,11 @@ class BenchSession:
                         # benchmark's own figures stand, and the run exits 4.
                         tool_problems.append(str(exc))
                         self.problems.append(f"{item.nodeid} sample {number}: {exc}")
+                        if ctl.missing and self.on_host_failure == "abort":
+                            # a host is gone: no further benchmark runs without it
+                            lost = ", ".join(sorted(ctl.missing))
+                            item.session.shouldstop = f"pbench: host {lost} lost; run stopped"
+                            self.stopped = True
                     except PbenchError as exc:
                         self.problems.append(f"{item.nodeid} sample {number}: {exc}")
                         failure = failure or exc
@@ -307,6 +320,7 @@ class BenchSession:
                 plugins=self.plugins,
                 result_dir=self.result_dir,
                 remote=load_remote(),
+                on_host_failure=self.on_host_failure,
             ).start()
         return self.others[group]
 
@@ -345,6 +359,24 @@ class BenchSession:
             os.symlink(f"sample{reference}", link)
         text = json.dumps(_finite(iteration), indent=2, allow_nan=False)
         (iteration_dir / "result.json").write_text(text + "\n")
+
+    def _missing_data(self) -> dict[str, list[str]]:
+        """Host -> the samples (relative to the result) whose data it never sent."""
+        found: dict[str, set[str]] = {}
+        for ctl in [self.ctl, *self.others.values()]:
+            for host, dirs in (ctl.missing if ctl is not None else {}).items():
+                for d in dirs:
+                    path = Path(d)
+                    inside = path.is_relative_to(self.result_dir)
+                    found.setdefault(host, set()).add(
+                        str(path.relative_to(self.result_dir)) if inside else d
+                    )
+        missing = {host: sorted(samples) for host, samples in sorted(found.items())}
+        for host, samples in missing.items():
+            self.problems.append(
+                f"host {host}: no data for {len(samples)} sample(s): {', '.join(samples)}"
+            )
+        return missing
 
     # --- the report --------------------------------------------------------------
 

@@ -32,6 +32,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--pbench-samples", type=int, default=3, help="samples per benchmark")
     group.addoption("--pbench-warmup", type=int, default=0, help="unrecorded runs first")
     group.addoption("--pbench-tool-group", default="default", help="tools around samples")
+    group.addoption(
+        "--pbench-on-host-failure", default="abort", help="abort or continue without a lost host"
+    )
     group.addoption("--pbench-config", default="", help="a name for this configuration")
     group.addoption("--pbench-sysinfo", default="default", help="sysinfo at start and end")
     group.addoption("--pbench-timeout", type=float, default=None, help="per-sample timeout")

@@ -23,6 +23,7 @@ RUN_DEFAULTS: dict[str, tuple[type, Any]] = {
     "sysinfo": (str, "default"),
     "timeout": (float, None),
     "fail_on": (list, []),
+    "on_host_failure": (str, "abort"),
 }
 
 
@@ -42,6 +43,11 @@ def add_parser(
     p.add_argument("--sysinfo", help="default, all, none or item,item (default: default)")
     p.add_argument("--timeout", type=float, help="seconds a sample may take")
     p.add_argument("--no-progress", action="store_true", help="no progress display")
+    p.add_argument(
+        "--on-host-failure",
+        choices=("abort", "continue"),
+        help="a host lost mid-run: stop the run cleanly (default) or go on without it",
+    )
     p.add_argument("--json", dest="json_path", help="also write the results to this file")
     p.add_argument("--save", help="remember this run under a name (and as 'latest')")
     p.add_argument("--compare", help="a baseline: result directory, saved name, or latest")
@@ -104,6 +110,7 @@ def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
         f"--pbench-samples={args.samples}",
         f"--pbench-warmup={args.warmup}",
         f"--pbench-tool-group={args.tool_group}",
+        f"--pbench-on-host-failure={args.on_host_failure}",
         f"--pbench-config={args.config}",
         f"--pbench-sysinfo={args.sysinfo}",
         "-o",
@@ -168,6 +175,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
             told = Path(marker.name).read_text().splitlines()
             result_dir = Path(told[0].strip() if told else ".")
             infrastructure = "infrastructure" in told[1:]
+            host_lost = "stopped" in told[1:]  # the run stopped itself: a host was lost
     finally:
         signal.signal(signal.SIGTERM, previous)
     if terminated:
@@ -206,7 +214,9 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         pytest.ExitCode.NO_TESTS_COLLECTED: ExitCode.USAGE_ERROR,
     }
     final = mapping.get(status, ExitCode.INFRASTRUCTURE_ERROR)
-    if infrastructure and final in (ExitCode.OK, ExitCode.USAGE_ERROR):
+    if (infrastructure and final in (ExitCode.OK, ExitCode.USAGE_ERROR)) or (
+        host_lost and final == ExitCode.INTERRUPTED
+    ):
         final = ExitCode.INFRASTRUCTURE_ERROR  # a host or tool failed
     return uploaded if final == ExitCode.OK else final
 

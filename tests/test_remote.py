@@ -576,3 +576,50 @@ def test_pbench_kill_names_a_host_whose_answer_cannot_be_read(lab: SSHLab) -> No
     }
     (line,) = kill_run(bus.new_run_id(), described, timeout=5.0)
     assert line.startswith("host nodeA: its kill printed no answer I can read")
+
+
+LOSES_NODE_B = """
+import subprocess, time
+
+def bench_a(sample):
+    if sample.number == 1:  # nodeB's meister is killed during the first sample
+        subprocess.run(["pkill", "-KILL", "-f", {victim!r}])
+    time.sleep(1)
+
+def bench_b(sample):
+    time.sleep(0.5)
+"""
+
+
+@pytest.mark.parametrize("mode", ["continue", "abort"])
+def test_pbench_run_without_a_lost_host_continues_or_stops_and_says_what_is_missing(  # type: ignore[no-untyped-def]
+    lab: SSHLab, pbench, run_dir: Path, tmp_path: Path, mode: str
+) -> None:
+    (tmp_path / "pbench.toml").write_text(lab.toml())
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    victim = f"[s]erve .*--host nodeB --base {lab.remote_dir('nodeB')}"
+    (suite / "bench_lost.py").write_text(LOSES_NODE_B.format(victim=victim))
+    pbench("register-tool-set", "light", "--interval=1", "--remotes=nodeA,nodeB", check=True)
+    proc = pbench(
+        "run", str(suite), "--samples=2", "--sysinfo=none", f"--on-host-failure={mode}",
+        timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 4, proc.stdout[-3000:] + proc.stderr[-2000:]
+    result = latest_result(run_dir)
+    meta = json.loads((result / "metadata.json").read_text())
+    ran = sorted(p.name for p in result.iterdir() if p.name[0].isdigit())
+    if mode == "continue":
+        assert ran == ["1-bench_a", "2-bench_b"]
+        expected = [f"{b}/sample{n}" for b in ran for n in (1, 2)]
+        assert meta["missing_data"] == {"nodeB": expected}
+        for sample in expected:
+            tools = result / sample / "tools-default"
+            assert (tools / "nodeA" / "vmstat" / "vmstat.csv").exists()
+            assert not (tools / "nodeB").exists()
+    else:
+        assert ran == ["1-bench_a"]  # stopped cleanly after the benchmark that lost it
+        assert "host nodeB lost; run stopped" in proc.stdout
+        assert "nodeB" in meta["missing_data"]
+    assert not _nothing_left(lab, 5)
+    assert not _runs_left(lab)
