@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
-import math
 import os
 import re
 import resource
@@ -25,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from pbench_runner import strictjson
 from pbench_runner.bench import Sample, SampleHandle
 from pbench_runner.config import load_remote
 from pbench_runner.config import run_dir as resolve_run_dir
@@ -165,7 +164,7 @@ class BenchSession:
         self.meta.extra["problems"] = self.problems
         self.meta.write(self.result_dir)
         result = {"run": self.meta.to_json(), "iterations": self.iterations}
-        text = json.dumps(_finite(result), indent=2, default=str, allow_nan=False) + "\n"
+        text = strictjson.dumps(result, indent=2, default=str) + "\n"
         (self.result_dir / "result.json").write_text(text)
         if self.json_path:
             Path(self.json_path).write_text(text)
@@ -296,7 +295,7 @@ class BenchSession:
         }
         if tool_problems:
             record["tool_problems"] = tool_problems
-        text = json.dumps(_finite(record), indent=2, allow_nan=False)
+        text = strictjson.dumps(record, indent=2)
         (directory / "result.json").write_text(text + "\n")
         self.progress.sample_done(
             "ok" if failure is None else "failed", wall, counted=directory.name.startswith("sample")
@@ -357,7 +356,7 @@ class BenchSession:
             link = iteration_dir / "reference-result"
             link.unlink(missing_ok=True)
             os.symlink(f"sample{reference}", link)
-        text = json.dumps(_finite(iteration), indent=2, allow_nan=False)
+        text = strictjson.dumps(iteration, indent=2)
         (iteration_dir / "result.json").write_text(text + "\n")
 
     def _missing_data(self) -> dict[str, list[str]]:
@@ -441,14 +440,3 @@ def _marker_options(item: pytest.Function) -> dict[str, Any]:
     if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
         raise UsageError(f"{item.nodeid}: pbench marker timeout={timeout!r}: seconds, more than 0")
     return options
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with NaN and infinities as None: result files are strict JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value

@@ -264,16 +264,21 @@ class ToolMeister:
         if tools is None:
             errors.append(f"host {self.host}: no tools were started for {action.directory}")
             return
+
+        def stop(names: list[str]) -> None:
+            for name in names:  # every tool is reached even if one fails
+                try:
+                    tools[name].stop()
+                except Exception as exc:
+                    errors.append(_tool_error(self.host, name, "stop", exc))
+
         recorded = [n for n in tools if self.specs[n].collector is not None]
-        # Tools that the sink records (pmcd, node_exporter) stop last, once the
-        # sink's collectors have taken their final records.
-        for name in sorted(tools, key=lambda n: n in recorded):
-            if name == (recorded[0] if recorded else None):
-                self._wait_for_collectors(action, errors)
-            try:
-                tools[name].stop()
-            except Exception as exc:  # every tool is reached even if one fails
-                errors.append(_tool_error(self.host, name, "stop", exc))
+        stop([n for n in tools if n not in recorded])
+        if recorded:
+            # Tools that the sink records (pmcd, node_exporter) stop last, once
+            # the sink's collectors have taken their final records.
+            self._wait_for_collectors(action, errors)
+            stop(recorded)
         self.stopped[action.directory] = tools
 
     def _wait_for_collectors(self, action: bus.Action, errors: list[str]) -> None:

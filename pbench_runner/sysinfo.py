@@ -10,7 +10,6 @@ run.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import json
 import os
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pbench_runner import procs
 from pbench_runner.errors import UsageError
 
 
@@ -96,13 +96,11 @@ def run_bounded(argv: Sequence[str], out: Path, err: Any, timeout: float) -> int
     ``timeout``; return its exit status."""
     env = {**os.environ, "LC_ALL": "C"}
     with open(out, "wb") as fh:
-        proc = subprocess.Popen(list(argv), stdout=fh, stderr=err, env=env, start_new_session=True)
+        proc = procs.spawn(argv, stdout=fh, stderr=err, env=env)
         try:
             return proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            procs.stop(proc, sig=signal.SIGKILL)
             raise RuntimeError(
                 f"{' '.join(argv)} did not finish within {timeout:.1f} s (stopped)"
             ) from None

@@ -25,8 +25,6 @@ access.  Non-finite numbers (a change from a mean of 0) are answered as ``null``
 from __future__ import annotations
 
 import errno
-import json
-import math
 import os
 import re
 import shutil
@@ -40,7 +38,7 @@ from typing import Any, Final
 import cherrypy
 import cherrypy.lib.static
 
-from pbench_runner import compare
+from pbench_runner import compare, strictjson
 from pbench_runner.server import archive, auth
 from pbench_runner.server.receive import InProgress, Limits, Refused, check_room, drain, receive
 from pbench_runner.server.storage import Dataset, Filters, Index, now
@@ -53,17 +51,6 @@ MAX_LIST: Final = 10000
 MAX_OFFSET: Final = 10**12
 
 
-def finite(value: Any) -> Any:
-    """``value`` with every NaN or infinity replaced by None (JSON has no such numbers)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    return value
-
-
 def one(params: dict[str, Any], key: str, default: str = "") -> str:
     """A query parameter given at most once (400 when repeated)."""
     value = params.get(key, default)
@@ -74,7 +61,7 @@ def one(params: dict[str, Any], key: str, default: str = "") -> str:
 
 def _json(body: Any) -> bytes:
     cherrypy.response.headers["Content-Type"] = "application/json"
-    return json.dumps(finite(body), allow_nan=False).encode()
+    return strictjson.dumps(body).encode()
 
 
 def _answer(status: int, **body: Any) -> dict[str, Any]:
