@@ -82,8 +82,21 @@ def spawn(
         return subprocess.Popen(list(argv), start_new_session=True, **common)
     setpriv = _setpriv()
     if setpriv:
-        argv = [setpriv, "--pdeathsig", "TERM", "--", *argv]
-        return subprocess.Popen(list(argv), start_new_session=True, **common)
+        # setpriv sets the parent-death signal and execs; if this process
+        # died before that, the child was already re-parented and would never
+        # get the signal.  The shell, exec'd after prctl, checks its parent.
+        argv = [
+            setpriv,
+            "--pdeathsig",
+            "TERM",
+            "--",
+            "/bin/sh",
+            "-c",
+            _PARENT_CHECK,
+            str(os.getpid()),
+            *argv,
+        ]
+        return subprocess.Popen(argv, start_new_session=True, **common)
     # No setpriv: prctl in the child.  Signals are held meanwhile, so that a
     # Python handler never runs inside fork bookkeeping and gets swallowed.
     parent = os.getpid()
@@ -94,6 +107,11 @@ def spawn(
         )
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+#: run by ``/bin/sh -c`` with the parent's pid as ``$0``: exec the command
+#: only if that parent is still alive (``$PPID`` is read at shell start)
+_PARENT_CHECK = '[ "$PPID" = "$0" ] || exit 1; exec "$@"'
 
 
 @functools.cache
