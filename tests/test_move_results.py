@@ -7,6 +7,7 @@ import contextlib
 import http.server
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +28,20 @@ from tests.results_helpers import ResultsServer, make_result, make_token, result
 def server(tmp_path: Path) -> Iterator[ResultsServer]:
     with results_server(tmp_path) as srv:
         yield srv
+
+
+def _hold_free_port() -> socket.socket:
+    """A socket bound to a free loopback port, not listening: close it to let go.
+
+    While it is open, connections to the port are refused and the kernel gives
+    the port to no one else (no bind to port 0, no connect's ephemeral port);
+    a server that binds it with SO_REUSEADDR (cheroot does) still can, and
+    listens there.
+    """
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
 
 
 def _pbench(run_dir: Path, cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -121,15 +136,19 @@ def test_a_refused_upload_keeps_the_local_copy_and_exits_4(
 
 
 def test_an_unreachable_server_exits_4_and_keeps_the_result(run_dir: Path, tmp_path: Path) -> None:
-    import socket
-
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    local = make_result(run_dir / "results", "pbench-user-benchmark_y_2026.01.01T00.00.00")
-    moved = _pbench(
-        run_dir, tmp_path, "move-results", "--server", f"http://127.0.0.1:{port}", "--token", "t"
-    )
+    # a port nobody listens on: held (bound, not listening) so that no one else gets it
+    with _hold_free_port() as placeholder:
+        port = placeholder.getsockname()[1]
+        local = make_result(run_dir / "results", "pbench-user-benchmark_y_2026.01.01T00.00.00")
+        moved = _pbench(
+            run_dir,
+            tmp_path,
+            "move-results",
+            "--server",
+            f"http://127.0.0.1:{port}",
+            "--token",
+            "t",
+        )
     assert moved.returncode == 4
     assert local.name in moved.stderr
     assert local.is_dir()
@@ -194,45 +213,45 @@ def test_pbench_run_upload_copies_the_run_to_the_server(
 def test_move_results_retries_until_a_restarting_server_answers(
     run_dir: Path, tmp_path: Path
 ) -> None:
-    import socket
     import time
 
     from pbench_runner import procs
 
-    with socket.socket() as sock:  # a free port for a server that is not up yet
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    local = make_result(run_dir / "results", "pbench-user-benchmark_w_2026.01.01T00.00.00")
-    data_dir = tmp_path / "srv" / "server-data"
-    token = make_token(data_dir, "erin")
-    client = procs.spawn(
-        [
-            sys.executable,
-            "-m",
-            "pbench_runner",
-            "move-results",
-            "--server",
-            f"http://127.0.0.1:{port}",
-            "--token",
-            token,
-        ],
-        env=pbench_env(run_dir),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        time.sleep(1.0)  # the client's first tries are refused
-        assert client.poll() is None, client.communicate()
-        with results_server(tmp_path / "srv", "--port", str(port)) as srv:
-            out, err = client.communicate(timeout=60)
-            assert client.returncode == 0, err
-            assert b"moved" in out
-            (ds,) = srv.get("/api/v1/datasets", token).json()["datasets"]
-            assert ds["name"] == local.name
-        assert not local.exists()
-    finally:
-        procs.stop(client)
+    # a free port for a server that is not up yet, held until the server has it
+    with _hold_free_port() as placeholder:
+        port = placeholder.getsockname()[1]
+        local = make_result(run_dir / "results", "pbench-user-benchmark_w_2026.01.01T00.00.00")
+        data_dir = tmp_path / "srv" / "server-data"
+        token = make_token(data_dir, "erin")
+        client = procs.spawn(
+            [
+                sys.executable,
+                "-m",
+                "pbench_runner",
+                "move-results",
+                "--server",
+                f"http://127.0.0.1:{port}",
+                "--token",
+                token,
+            ],
+            env=pbench_env(run_dir),
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            time.sleep(1.0)  # the client's first tries are refused
+            assert client.poll() is None, client.communicate()
+            with results_server(tmp_path / "srv", "--port", str(port)) as srv:
+                placeholder.close()  # the server listens there now
+                out, err = client.communicate(timeout=60)
+                assert client.returncode == 0, err
+                assert b"moved" in out
+                (ds,) = srv.get("/api/v1/datasets", token).json()["datasets"]
+                assert ds["name"] == local.name
+            assert not local.exists()
+        finally:
+            procs.stop(client)
 
 
 def _with_noise(result_dir: Path, size: int) -> Path:

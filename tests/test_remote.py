@@ -129,7 +129,7 @@ def test_an_unreachable_host_fails_start_fast_naming_it_and_leaves_nothing(
     message = str(info.value)
     assert "host nodeB:" in message and "within 2 s" in message, message
     assert "nodeA" not in message
-    assert took < 6, took
+    assert took < 12, took  # the 2 s connect deadline, not the 20 s start deadline
     assert not _nothing_left(lab, 3)
     assert not _runs_left(lab)
 
@@ -151,7 +151,8 @@ def test_a_host_cut_off_mid_run_is_reported_and_the_others_go_on(
         try:
             began = time.monotonic()
             stop = ctl.run_action("stop", s1)
-            assert time.monotonic() - began < 6, "reported within the heartbeat deadline"
+            # within the heartbeat deadline, not the 20 s action deadline
+            assert time.monotonic() - began < 12, "reported within the heartbeat deadline"
             assert list(stop.failures()) == ["nodeB"], stop.failures()
             send = ctl.run_action("send", s1)
             assert list(send.failures()) == ["nodeB"]
@@ -182,7 +183,7 @@ def test_a_remote_meister_killed_with_sigkill_is_detected(lab: SSHLab, tmp_path:
         began = time.monotonic()
         with pytest.raises(ActionError) as info:
             ctl.run_action("stop", tmp_path / "s1")
-        assert time.monotonic() - began < 6
+        assert time.monotonic() - began < 12  # the heartbeat, not the 60 s action deadline
         assert "host nodeA" in str(info.value) and "nodeB" not in str(info.value)
     assert ctl.missing == {"nodeA": [str(tmp_path / "s1")]}
     assert not _nothing_left(lab, 5)
@@ -560,7 +561,7 @@ def test_port_forwarding_on_a_host_cut_after_connecting_fails_in_time_naming_it(
         began = time.monotonic()
         with pytest.raises(StartupError) as info:
             remotes.expose(redis=lambda: ("127.0.0.1", 1), sink=lambda: ("127.0.0.1", 1))
-        assert time.monotonic() - began < deadlines.connect + 1
+        assert time.monotonic() - began < deadlines.connect + 5
     finally:
         lab.restore("nodeA")
         remotes.close()

@@ -268,8 +268,10 @@ def test_sigterm_stops_the_run_cleanly_and_keeps_what_it_has(
 
     suite = tmp_path / "slow"
     suite.mkdir()
+    began = tmp_path / "benchmark-began"  # the benchmark runs once the tools have started
     (suite / "bench_slow.py").write_text(
-        "import time\n\ndef bench_slow(sample):\n    time.sleep(30)\n"
+        "import pathlib\nimport time\n\n"
+        f"def bench_slow(sample):\n    pathlib.Path({str(began)!r}).touch()\n    time.sleep(30)\n"
     )
     pbench("register-tool", "--name=vmstat", "--", "--interval=1", check=True)
     proc = subprocess.Popen(
@@ -281,8 +283,7 @@ def test_sigterm_stops_the_run_cleanly_and_keeps_what_it_has(
         text=True,
     )
     try:
-        assert procs.wait_until(lambda: list(run_dir.glob("results/*/1-*/sample1")), 30)
-        time.sleep(1.5)
+        assert procs.wait_until(began.exists, 30)
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
     finally:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import requests
 
-from pbench_runner import bus, tarballs
+from pbench_runner import bus, procs, tarballs
 from pbench_runner.upload import put_tarball
 
 from .conftest import SinkHarness
@@ -43,6 +43,18 @@ def raw_put(
     )
 
 
+def wait_for_log(sink: SinkHarness, text: str, timeout: float = 10.0) -> None:
+    """Wait until the sink's log holds ``text``."""
+    assert procs.wait_until(lambda: text in sink.log.read_text(), timeout, 0.02), (
+        f"{text!r} not in the sink's log:\n{procs.tail(sink.log, 30)}"
+    )
+
+
+def wait_until_collecting(sink: SinkHarness, act: bus.Action) -> None:
+    """Wait until the sink has registered the upload of ``act`` (it logs the action then)."""
+    wait_for_log(sink, f"action {act.action} {act.group} {act.directory}")
+
+
 def test_put_before_send_gets_412_and_meister_retries(sink: SinkHarness, tmp_path: Path) -> None:
     tarball, md5 = make_tarball(tmp_path)
     sample = tmp_path / "sample1"
@@ -58,7 +70,8 @@ def test_put_before_send_gets_412_and_meister_retries(sink: SinkHarness, tmp_pat
 
     thread = threading.Thread(target=upload)
     thread.start()
-    time.sleep(0.4)  # the meister keeps getting 412 while the sink is not sending
+    # the meister keeps getting 412 while the sink is not sending
+    wait_for_log(sink, '"PUT /api/v1/data/7-early/h1 HTTP/1.1" 412')
     assert thread.is_alive()
     sink.publish("send", sample, action_id="7-early")
     thread.join(timeout=20)
@@ -116,7 +129,7 @@ def test_wrong_md5_is_rejected_and_nothing_written(sink: SinkHarness, tmp_path: 
     tarball, _md5 = make_tarball(tmp_path)
     sample = tmp_path / "s1"
     act = sink.publish("send", sample)
-    time.sleep(0.2)
+    wait_until_collecting(sink, act)
     resp = raw_put(sink, act.id, "h1", tarball.read_bytes(), "0" * 32)
     assert resp.status_code == 400
     assert "MD5 mismatch" in resp.json()["message"]
@@ -181,7 +194,7 @@ def test_corrupted_upload_is_resent_and_lands(sink: SinkHarness, tmp_path: Path)
     tarball, md5 = make_tarball(tmp_path)
     sample = tmp_path / "s1"
     act = sink.publish("send", sample)
-    time.sleep(0.2)
+    wait_until_collecting(sink, act)
     port = int(sink.url.rsplit(":", 1)[1])
     proxy = CorruptFirstBodyProxy(port)
     try:
@@ -219,7 +232,7 @@ def test_unsafe_tarballs_are_refused_and_write_nothing(sink: SinkHarness, tmp_pa
 
     sample = tmp_path / "deep" / "s1"
     act = sink.publish("send", sample)
-    time.sleep(0.2)
+    wait_until_collecting(sink, act)
     cases = {
         "dotdot": tarfile.TarInfo("../../escaped.txt"),
         "absolute": tarfile.TarInfo(str(tmp_path / "absolute.txt")),
@@ -251,7 +264,7 @@ def test_unsafe_tarballs_are_refused_and_write_nothing(sink: SinkHarness, tmp_pa
 def test_put_needs_the_run_token_and_a_known_host(sink: SinkHarness, tmp_path: Path) -> None:
     tarball, md5 = make_tarball(tmp_path)
     act = sink.publish("send", tmp_path / "s1")
-    time.sleep(0.2)
+    wait_until_collecting(sink, act)
     body = tarball.read_bytes()
     assert raw_put(sink, act.id, "h1", body, md5, token="wrong").status_code == 401
     assert raw_put(sink, act.id, "intruder", body, md5).status_code == 404
@@ -310,7 +323,7 @@ def test_the_same_host_sending_twice_at_once_never_mixes_the_uploads(
     damaged[len(damaged) // 2] ^= 0xFF
     sample = tmp_path / "s1"
     act = sink.publish("send", sample)
-    time.sleep(0.2)
+    wait_until_collecting(sink, act)
     codes: dict[str, int] = {}
 
     def put(name: str, data: bytes) -> None:
@@ -346,7 +359,7 @@ def test_a_tarball_the_sink_cannot_write_gets_a_json_answer(
         tar.addfile(second, io.BytesIO(b"y"))
     body = buf.getvalue()
     act = sink.publish("send", tmp_path / "s1")
-    time.sleep(0.2)
+    wait_until_collecting(sink, act)
     resp = raw_put(sink, act.id, "h1", body, hashlib.md5(body).hexdigest())
     assert resp.status_code == 500
     assert resp.headers["Content-Type"].startswith("application/json")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import os
 import signal
-import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -15,6 +14,7 @@ from pbench_runner_tools import sysstat
 from pbench_runner_tools.sysstat import (
     SysstatCommand,
     Table,
+    complete_lines,
     cpu_list,
     device_list,
     parse_iostat,
@@ -27,6 +27,7 @@ from pbench_runner_tools.sysstat import (
     pid_list,
 )
 
+from pbench_runner import procs
 from pbench_runner.errors import ToolStoreError
 from pbench_runner.tools import ToolContext, ToolSpec
 
@@ -323,11 +324,21 @@ def test_sar_postprocess_with_corrupt_data(specs: dict[str, ToolSpec], tmp_path:
 # -- the real programs ----------------------------------------------------------
 
 
+def _enough_rows(key: str, tool: SysstatCommand) -> bool:
+    """Whether ``tool``'s live output holds the rows its test needs."""
+    text = tool.raw_text()
+    if key == "sar":  # sar prints a report (one "all" CPU line) for each record sadc wrote
+        return any("all" in line.split() for line in complete_lines(text))
+    return len(tool.parser(text).rows) >= (2 if key == "vmstat" else 1)
+
+
 @pytest.fixture(scope="module")
 def live_run(
     specs: dict[str, ToolSpec], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, SysstatCommand]]:
-    """Every tool (and a pidstat of this process) run side by side for ~2.3 s."""
+    """Every tool (and a pidstat of this process) run side by side for 2 s or more:
+    until each has written the rows the tests below need (vmstat two, after its
+    since-boot report; the others one report)."""
     for spec in specs.values():
         if spec.missing_programs():
             pytest.skip(f"missing programs: {spec.missing_programs()}")
@@ -342,7 +353,8 @@ def live_run(
     try:
         for tool in tools.values():
             tool.start()
-        time.sleep(2.3)
+        # (should this time out, the tests below say which tool wrote too little)
+        procs.wait_until(lambda: all(_enough_rows(key, t) for key, t in tools.items()), 20, 0.1)
     finally:
         for tool in tools.values():
             tool.stop()

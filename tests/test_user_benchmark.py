@@ -16,6 +16,7 @@ from pathlib import Path
 from pbench_runner import procs
 
 from .conftest import HOST, latest_result, pbench_env, spawn_pbench
+from .live_output import wait_for_vmstat_rows
 
 #: odd durations, different in every test session (other checkouts may run these
 #: tests at the same time), so that a search of `ps` finds only this test's command
@@ -49,7 +50,7 @@ def test_user_benchmark_with_two_sysstat_tools_writes_the_result_tree(
         "--",
         "sh",
         "-c",
-        "echo benchmark-output; sleep 2.2",
+        "echo benchmark-output; sleep 3.2",  # vmstat -n 1: 2 rows and an interval to spare
     )
     assert proc.returncode == 0, proc.stderr
     result = latest_result(run_dir)
@@ -81,7 +82,7 @@ def test_user_benchmark_with_two_sysstat_tools_writes_the_result_tree(
         assert (sample / "output.txt").read_text() == "benchmark-output\n"
         res = json.loads((sample / "result.json").read_text())
         assert res["exit_status"] == 0
-        assert 2.0 < res["duration_s"] < 10
+        assert 3.0 < res["duration_s"] < 12
         tools = sample / "tools-default" / HOST
         rows = read_csv(tools / "vmstat" / "vmstat.csv")
         assert len(rows) >= 2
@@ -173,7 +174,8 @@ def test_sigint_during_the_benchmark_keeps_partial_results_and_leaves_nothing(
         assert procs.wait_until(
             lambda: list(run_dir.glob("results/*/1-default/sample1/command.txt")), 30
         )
-        time.sleep(1.5)  # let vmstat write a line or two
+        result = latest_result(run_dir)
+        wait_for_vmstat_rows(result / "tm", 1)  # vmstat has a row of the sample
         proc.send_signal(signal.SIGINT)
         _out, err = proc.communicate(timeout=30)
     finally:
