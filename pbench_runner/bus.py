@@ -43,8 +43,9 @@ from redis.retry import Retry
 
 #: the name the sink uses where a host name is expected (ready, alive keys)
 SINK: Final = "__sink__"
-#: seconds a heartbeat key lives; participants refresh it every HEARTBEAT s
-ALIVE_TTL: Final = 3
+#: seconds a heartbeat key lives; participants refresh it every HEARTBEAT s,
+#: so a part stalled for up to 4 s (a busy host) is not taken for lost
+ALIVE_TTL: Final = 5
 HEARTBEAT: Final = 1.0
 PASSWORD_ENV: Final = "PBENCH_REDIS_PASSWORD"
 RUN_ID_ENV: Final = "PBENCH_RUN_ID"

@@ -13,10 +13,11 @@ def live_vmstat_rows(tm_dir: Path) -> int:
     """The rows vmstat.csv would hold now (the since-boot report left out).
 
     Counts the live ``vmstat-stdout.txt`` of every sample running in the
-    scratch directories of the local meisters under ``tm_dir``.
+    scratch directories of the meisters anywhere under ``tm_dir`` (a run's
+    ``tm/``, or a lab host's pbench directory).
     """
     rows = 0
-    for path in tm_dir.glob("pbench-tm-*/*/vmstat/vmstat-stdout.txt"):
+    for path in tm_dir.glob("**/pbench-tm-*/*/vmstat/vmstat-stdout.txt"):
         try:
             rows += len(parse_vmstat(path.read_text(errors="replace")).rows)
         except FileNotFoundError:  # the sample stopped meanwhile

@@ -34,6 +34,7 @@ from pbench_runner.session import all_sessions
 from pbench_runner.sink import ToolDataSink
 from pbench_runner.toolstore import HostTools, ToolGroup, local_hostname
 from tests.conftest import latest_result
+from tests.live_output import wait_for_vmstat_rows
 from tests.sshlab import SSHLab, _keygen, lab_or_skip
 
 HOST = local_hostname()
@@ -99,11 +100,16 @@ def test_a_second_session_uses_the_cached_bundle_and_direct_mode_works(
 ) -> None:
     sample = tmp_path / "s1"
     opts = lab.options(mode="direct")
+    with Controller(_group(*REMOTES), tmp_path / "first", remote=opts):
+        pass  # the bundle is on both hosts now, if an earlier test had not put it there
     with Controller(_group(HOST, *REMOTES), tmp_path / "tm", remote=opts) as ctl:
         assert ctl.remotes is not None
         assert not any(h.copied for h in ctl.remotes.hosts.values())
         assert f"bind 127.0.0.1 {lab.gateway}" in (tmp_path / "tm" / "redis.conf").read_text()
-        for verb in ("start", "stop", "send"):
+        assert ctl.run_action("start", sample).ok
+        for where in (tmp_path / "tm", *(lab.remote_dir(h) for h in REMOTES)):
+            wait_for_vmstat_rows(where, 1)  # each host's vmstat has a row to send
+        for verb in ("stop", "send"):
             assert ctl.run_action(verb, sample).ok
     for host in (HOST, *REMOTES):
         assert (sample / "tools-default" / host / "vmstat" / "vmstat.csv").stat().st_size > 0
@@ -401,7 +407,7 @@ def test_pbench_run_records_the_remote_hosts_around_every_sample(  # type: ignor
     suite = tmp_path / "suite"
     suite.mkdir()
     (suite / "bench_tiny.py").write_text(
-        "import time\n\ndef bench_nap(sample):\n    time.sleep(1.2)\n"
+        "import time\n\ndef bench_nap(sample):\n    time.sleep(2.2)  # a vmstat row at 1 s, with slack\n"
     )
     pbench(
         "register-tool", "--name=vmstat", "--remotes=nodeA,nodeB", "--", "--interval=1", check=True
