@@ -468,7 +468,7 @@ def test_the_broker_keeps_one_forward_per_host_and_tool_and_answers_what_it_cann
         began = time.monotonic()
         with pytest.raises(bus.ForwardRefused, match="host nodeA"):
             bus.request_forward(r, keys, "nodeA", "127.0.0.1", 44321, 5.0, "pcp")
-        assert time.monotonic() - began < 2.0
+        assert time.monotonic() - began < 3.5  # at once, not after the 5 s deadline
         assert broker.is_alive()
     finally:
         broker.close()
