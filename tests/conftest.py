@@ -76,6 +76,15 @@ def pbench(run_dir: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
     return run
 
 
+def running(fragment: str) -> bool:
+    """True while some process's command line contains ``fragment``.
+
+    A zombie does not count: ``ps`` shows it as ``[name] <defunct>``.
+    """
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
+    return fragment in ps.stdout
+
+
 def latest_result(run_dir: Path) -> Path:
     results = sorted((run_dir / "results").iterdir(), key=lambda p: p.stat().st_mtime)
     return results[-1]

@@ -8,6 +8,8 @@ import sys
 
 from pbench_runner import procs
 
+from .conftest import running
+
 # The parent starts a sleeper and dies at once, often before the child has
 # set its parent-death signal: the child must notice and not run.
 PARENT = """
@@ -18,17 +20,8 @@ os._exit(0)
 """
 
 
-def _sleepers(marker: str) -> list[str]:
-    ps = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True)
-    return [
-        line
-        for line in ps.stdout.splitlines()
-        if line.rstrip().endswith(f"sleep {marker}") and not line.split()[1].startswith("Z")
-    ]
-
-
 def test_a_child_whose_parent_died_before_it_started_does_not_run() -> None:
     marker = f"{random.uniform(40, 50):.6f}"
     for _ in range(40):
         subprocess.run([sys.executable, "-c", PARENT, marker], check=True, timeout=30)
-    assert procs.wait_until(lambda: not _sleepers(marker), 10), _sleepers(marker)
+    assert procs.wait_until(lambda: not running(f"sleep {marker}"), 10)

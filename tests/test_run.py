@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import HOST, latest_result
+from .conftest import HOST, latest_result, running
 
 BENCH = """
 import time
@@ -507,7 +507,6 @@ def test_result_files_are_strict_json_and_the_reference_follows_the_primary_metr
 
 
 def test_a_shell_command_past_its_timeout_takes_its_children_with_it(tmp_path: Path) -> None:
-    import subprocess
 
     from pbench_runner.bench import CommandFailed, Sample
 
@@ -515,8 +514,7 @@ def test_a_shell_command_past_its_timeout_takes_its_children_with_it(tmp_path: P
     sample = Sample(1, tmp_path / "s1")
     with pytest.raises(CommandFailed, match=r"did not finish within 0\.5 s"):
         sample.run(f"sleep {marker}; echo never", timeout=0.5)
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    assert f"sleep {marker}" not in ps
+    assert not running(f"sleep {marker}")
 
 
 DISCOVERY = """

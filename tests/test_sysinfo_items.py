@@ -6,7 +6,6 @@ import json
 import os
 import secrets
 import shutil
-import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +16,8 @@ from pbench_runner_tools import sysinfo as builtin
 from pbench_runner.errors import UsageError
 from pbench_runner.pluginmanager import get_plugin_manager
 from pbench_runner.sysinfo import SysinfoItem, collect, run_command, select_items
+
+from .conftest import running
 
 ALL_NAMES = [
     "kernel",
@@ -309,5 +310,4 @@ def test_each_item_has_its_own_deadline_and_its_commands_are_stopped(tmp_path: P
     )
     assert not status["stuck"]["ok"] and "deadline of 1 s" in str(status["stuck"]["error"])
     assert status["quick"]["ok"]
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    assert f"sleep {marker}" not in ps  # the whole process group went
+    assert not running(f"sleep {marker}")  # the whole process group went

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pbench_runner import procs
 
-from .conftest import HOST, latest_result, pbench_env, spawn_pbench
+from .conftest import HOST, latest_result, pbench_env, running, spawn_pbench
 from .live_output import wait_for_vmstat_rows
 
 #: odd durations, different in every test session (other checkouts may run these
@@ -189,10 +189,7 @@ def test_sigint_during_the_benchmark_keeps_partial_results_and_leaves_nothing(
     vmstat = result / "1-default" / "sample1" / "tools-default" / HOST / "vmstat"
     assert read_csv(vmstat / "vmstat.csv")
     assert not (result / "1-default" / "sample2").exists()
-    assert (
-        f"sleep {SLEEPER}"
-        not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    )
+    assert not running(f"sleep {SLEEPER}")
 
 
 def test_pbench_runs_as_a_module_and_a_script(run_dir: Path) -> None:
@@ -265,10 +262,7 @@ def test_a_controller_killed_with_sigkill_takes_every_part_with_it(
             proc.kill()
     # redis-server, the sink, the meister, vmstat and the benchmark all go too
     assert procs.wait_until(lambda: not procs.run_pids(run_id), 10), procs.run_pids(run_id)
-    assert (
-        f"sleep {SLEEPER}"
-        not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    )
+    assert not running(f"sleep {SLEEPER}")
 
 
 def test_the_sample_ends_when_the_command_exits_and_its_leftovers_are_stopped(
@@ -281,7 +275,4 @@ def test_the_sample_ends_when_the_command_exits_and_its_leftovers_are_stopped(
     assert proc.returncode == 0, proc.stderr
     res = json.loads((latest_result(run_dir) / "1-default" / "sample1" / "result.json").read_text())
     assert res["duration_s"] < 2
-    assert (
-        f"sleep {LEFTOVER}"
-        not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    )
+    assert not running(f"sleep {LEFTOVER}")
