@@ -14,8 +14,11 @@ function records.
 
 from __future__ import annotations
 
+import errno
+import locale
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 from collections.abc import Sequence
@@ -69,32 +72,36 @@ class Sample:
         a timeout raises :class:`CommandFailed` unless ``check`` is false.
         """
         shell = isinstance(command, str)
-        argv: Any = command if shell else list(command)
+        argv = ["/bin/sh", "-c", command] if shell else list(command)
         n = len(self.commands) + 1
         self.directory.mkdir(parents=True, exist_ok=True)
+        full_env = {**os.environ, **(env or {})}
         try:
+            if not shell:
+                _check_program(argv[0], full_env)
             # its own process group: a shell's children go with it on a timeout
-            proc = subprocess.Popen(
+            proc = procs.spawn(
                 argv,
-                shell=shell,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                text=True,
-                env={**os.environ, **(env or {})},
-                start_new_session=True,
+                stdin=None,
+                env=full_env,
             )
         except OSError as exc:
             raise CommandFailed(f"cannot run {_show(command)}: {exc}") from exc
         try:
-            stdout, stderr = proc.communicate(timeout=timeout)
+            out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired as exc:
-            _kill_group(proc)
+            procs.stop(proc, sig=signal.SIGKILL)
+            proc.communicate()
             raise CommandFailed(f"{_show(command)} did not finish within {timeout:g} s") from exc
         except BaseException:  # the sample's own timeout, ^C: nothing is left running
-            _kill_group(proc)
+            procs.stop(proc, sig=signal.SIGKILL)
+            proc.communicate()
             raise
         finally:
-            procs.signal_group(proc.pid, signal.SIGTERM)  # what it left in the background
+            procs.stop(proc, timeout=3)  # what it left in the background
+        stdout, stderr = _text(out), _text(err)
         (self.directory / f"command{n}.stdout").write_text(stdout)
         (self.directory / f"command{n}.stderr").write_text(stderr)
         self.commands.append({"command": _show(command), "exit_status": proc.returncode})
@@ -107,9 +114,26 @@ class Sample:
         return stdout
 
 
-def _kill_group(proc: subprocess.Popen[str]) -> None:
-    procs.signal_group(proc.pid, signal.SIGKILL)
-    proc.communicate()
+def _check_program(program: str, env: dict[str, str]) -> None:
+    """Raise the error exec would for a program that cannot be run.
+
+    ``procs.spawn`` execs the program from a wrapper (for the parent-death
+    signal), where a missing program is only an exit status of 127.
+    """
+    if "/" in program:
+        if os.path.isfile(program) and os.access(program, os.X_OK):
+            return
+        if os.path.exists(program):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
+    elif shutil.which(program, path=os.pathsep.join(os.get_exec_path(env))) is not None:
+        return
+    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+
+
+def _text(data: bytes) -> str:
+    """Output as ``Popen(text=True)`` gives it: locale-decoded, universal newlines."""
+    text = data.decode(locale.getpreferredencoding(False))
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _show(command: Sequence[str] | str) -> str:
