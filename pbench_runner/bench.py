@@ -72,7 +72,7 @@ class Sample:
         a timeout raises :class:`CommandFailed` unless ``check`` is false.
         """
         shell = isinstance(command, str)
-        argv = ["/bin/sh", "-c", command] if shell else list(command)
+        argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
         n = len(self.commands) + 1
         self.directory.mkdir(parents=True, exist_ok=True)
         full_env = {**os.environ, **(env or {})}
