@@ -51,6 +51,11 @@ PASSWORD_ENV: Final = "PBENCH_REDIS_PASSWORD"
 RUN_ID_ENV: Final = "PBENCH_RUN_ID"
 
 
+def meister_silent() -> str:
+    """Why a host whose heartbeat key expired is taken for lost."""
+    return f"the tool meister stopped answering (no heartbeat for {ALIVE_TTL} s)"
+
+
 class Keys:
     """Names of the keys and channels of one run."""
 
@@ -164,6 +169,8 @@ class Result:
     info: dict[str, Any] = field(default_factory=dict)
     #: why the missing hosts are missing, when it is not the deadline
     reason: str = ""
+    #: the failing hosts whose meister is gone (its heartbeat stopped)
+    lost: list[str] = field(default_factory=list)
 
     def dumps(self) -> str:
         return json.dumps(asdict(self))

@@ -463,7 +463,7 @@ class Controller:
         if result.ok:
             return result
         failures = result.failures()
-        lost = self._lost(failures)
+        lost = result.lost
         for host in lost:
             dirs = self.missing.setdefault(host, [])
             if str(directory) not in dirs:
@@ -472,13 +472,6 @@ class Controller:
         if self.on_host_failure == "continue" and not others and len(lost) < len(self.hosts):
             return result
         raise ActionError(ACTION_VERBS.get(name, name), failures)
-
-    def _lost(self, failures: Mapping[str, Sequence[str]]) -> list[str]:
-        """The failing hosts whose meister is gone (its heartbeat stopped)."""
-        assert self.client is not None
-        hosts = sorted(failures)
-        beats = self.client.mget([self.keys.alive(h) for h in hosts]) if hosts else []
-        return [h for h, beat in zip(hosts, beats) if beat is None]
 
     # --- tear down -------------------------------------------------------------------
 

@@ -54,9 +54,8 @@ class HeartbeatWatcher(threading.Thread):
                 if beat is None and host not in self.lost and not self._closing.is_set():
                     self.lost.add(host)
                     line = (
-                        f"host {host}: the tool meister stopped answering (no heartbeat for "
-                        f"{bus.ALIVE_TTL} s); its data from now on will be missing "
-                        f"(see tm/tm-{host}.log)"
+                        f"host {host}: {bus.meister_silent()}; its data from now on will be "
+                        f"missing (see tm/tm-{host}.log)"
                     )
                     log.warning("%s", line)
                     self.say(line)

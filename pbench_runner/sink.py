@@ -84,6 +84,7 @@ class Tracker:
             hosts=hosts,
             missing=missing,
             info=info,
+            lost=sorted(self.lost),
         )
 
 
@@ -261,9 +262,7 @@ class ToolDataSink:
         alive = self.client.mget([self.keys.alive(h) for h in waiting])
         for host, beat in zip(waiting, alive):
             if beat is None:
-                self.tracker.lost[host] = (
-                    f"the tool meister stopped answering (no heartbeat for {bus.ALIVE_TTL} s)"
-                )
+                self.tracker.lost[host] = bus.meister_silent()
 
     def _maybe_finish(self) -> None:
         tracker = self.tracker
