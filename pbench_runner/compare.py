@@ -180,14 +180,24 @@ def regressions(found: Sequence[Change], rules: Sequence[str]) -> list[str]:
     return messages
 
 
+def verdict(ch: Change) -> str:
+    """``"better"``, ``"worse"`` or ``"within noise"``: the direction of the means, not of
+    ``pct`` (which is infinite, and says nothing of the direction, from a mean of 0)."""
+    if not ch.significant:
+        return "within noise"
+    return "better" if (ch.new > ch.base) == ch.higher_is_better else "worse"
+
+
+def pct_text(pct: float) -> str:
+    """``"+12.3%"``, or ``"n/a"`` for a change from a mean of 0."""
+    return f"{pct:+.1f}%" if math.isfinite(pct) else "n/a"
+
+
 def table(found: Sequence[Change]) -> list[str]:
     lines = [f"{'benchmark':<48} {'metric':<14} {'base':>12} {'new':>12} {'change':>9}  noise"]
     for ch in found:
-        better = (ch.pct > 0) == ch.higher_is_better
-        verdict = ("better" if better else "worse") if ch.significant else "within noise"
-        change = f"{ch.pct:>+8.1f}%" if math.isfinite(ch.pct) else f"{'n/a':>9}"
         lines.append(
             f"{ch.benchmark[-48:]:<48} {ch.metric:<14} {ch.base:>12.4g} {ch.new:>12.4g} "
-            f"{change}  {verdict}"
+            f"{pct_text(ch.pct):>9}  {verdict(ch)}"
         )
     return lines

@@ -323,9 +323,27 @@ def test_compare_answers_the_table_of_pbench_compare(
     duration = next(ch for ch in found["changes"] if ch["metric"] == "duration_s")
     assert duration["pct"] == pytest.approx(100.0)
     assert duration["significant"] is True
+    assert duration["verdict"] == "worse"  # twice as long
     docs = [server.get(f"/api/v1/datasets/{i}", alice).json() for i in ids]
     assert found["table"] == compare.table(compare.changes(docs[0], docs[1]))
     assert server.get("/api/v1/compare", alice, ids=ids[0]).status_code == 400
+
+
+def test_the_verdict_follows_the_means_even_from_a_mean_of_zero() -> None:
+    # from a mean of 0 the change is infinite whichever way it goes: the table, the API
+    # and the page must all take the direction from the means
+    def run(values: list[float]) -> dict[str, object]:
+        metric = {"unit": "", "higher_is_better": True, "values": values}
+        return {"iterations": [{"nodeid": "b::x", "metrics": {"score": metric}}]}
+
+    (drop,) = compare.changes(run([0.0, 0.0]), run([-1.0, -1.0]))
+    assert drop.significant and drop.higher_is_better
+    assert compare.verdict(drop) == "worse"
+    assert compare.table([drop])[1].endswith("n/a  worse")
+    (rise,) = compare.changes(run([0.0, 0.0]), run([1.0, 1.0]))
+    assert compare.verdict(rise) == "better"
+    (same,) = compare.changes(run([1.0, 1.2]), run([1.1, 1.1]))
+    assert compare.verdict(same) == "within noise"
 
 
 def test_tokens_are_stored_hashed_and_the_last_line_is_the_token(

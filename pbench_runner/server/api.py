@@ -13,7 +13,8 @@
 ``GET /datasets/<id>/tarball``                the tarball
 ``GET /datasets/<id>/files[/<path>]``         the files in it, or one of them
 ``DELETE /datasets/<id>``                     the owner only
-``GET /compare?ids=A,B[,C...]``               the table of ``pbench compare`` (A is the base)
+``GET /compare?ids=A,B[,C...]``               the table of ``pbench compare`` (A is the base),
+                                               and each change with its ``verdict``
 ==========================================  ==============================================
 
 A private dataset is answered with 404 to anyone but its owner.  An upload
@@ -123,7 +124,7 @@ def comparison(datasets: list[Dataset]) -> list[dict[str, Any]]:
             {
                 "base": base.id,
                 "other": other.id,
-                "changes": [asdict(ch) for ch in changes],
+                "changes": [{**asdict(ch), "verdict": compare.verdict(ch)} for ch in changes],
                 "table": compare.table(changes),
             }
         )

@@ -13,6 +13,7 @@ from typing import Any
 
 import cherrypy
 
+from pbench_runner import compare
 from pbench_runner.benchreport import HOST_MEASURES, fmt_number
 from pbench_runner.server import auth
 from pbench_runner.server.api import Store, comparison, filters_from, viewer
@@ -273,11 +274,9 @@ class Pages:
             other = names[result["other"]]
             rows = []
             for ch in result["changes"]:
-                pct = ch["pct"]
-                better = (ch["new"] > ch["base"]) == ch["higher_is_better"]
-                cls = ("better" if better else "worse") if ch["significant"] else "noise"
-                verdict = cls if cls != "noise" else "within noise"
-                shown = f"{pct:+.1f}%" if isinstance(pct, float) and math.isfinite(pct) else "n/a"
+                verdict = ch["verdict"]
+                cls = "noise" if verdict == "within noise" else verdict
+                shown = compare.pct_text(float(ch["pct"]))
                 rows.append(
                     [
                         esc(ch["benchmark"]),
