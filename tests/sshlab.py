@@ -21,7 +21,6 @@ import random
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 from dataclasses import dataclass
 from functools import partial
@@ -31,6 +30,7 @@ from types import TracebackType
 import pytest
 
 from pbench_runner import procs
+from pbench_runner.daemon import accepts
 from pbench_runner.remote.hostside import RUN_ENV
 from pbench_runner.remote.options import RemoteOptions
 
@@ -207,7 +207,7 @@ class SSHLab:
             stdout=open(host.home / "sshd.log", "ab"),  # noqa: SIM115
             stderr=subprocess.STDOUT,
         )
-        if not procs.wait_until(lambda: _port_open(host.address, 22), 10):
+        if not procs.wait_until(lambda: accepts(host.address, 22), 10):
             raise RuntimeError(
                 f"sshd for {host.name} did not start: {procs.tail(host.home / 'sshd.log')}"
             )
@@ -308,12 +308,6 @@ def _keygen(path: Path) -> None:
         capture_output=True,
         timeout=10,
     )
-
-
-def _port_open(address: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex((address, port)) == 0
 
 
 def lab_or_skip() -> None:
