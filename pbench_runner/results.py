@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
 
+from pbench_runner import procs
 from pbench_runner.config import _read_toml, project_settings
 from pbench_runner.errors import TransferError, UploadError, UsageError
 
@@ -364,21 +365,11 @@ def remove_stale_staging(staging: Path) -> list[Path]:
         pid_text = entry.name[len(STAGING_PREFIX) :].partition("-")[0]
         if entry.is_symlink() or not entry.is_dir() or not pid_text.isdigit():
             continue
-        if _alive(int(pid_text)):
+        if procs.pid_alive(int(pid_text)):
             continue
         shutil.rmtree(entry, ignore_errors=True)
         removed.append(entry)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def mark_copied(result_dir: Path, server: str, md5: str, location: str) -> None:
