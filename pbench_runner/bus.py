@@ -41,6 +41,8 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from pbench_runner import procs
+
 #: the name the sink uses where a host name is expected (ready, alive keys)
 SINK: Final = "__sink__"
 #: seconds a heartbeat key lives; participants refresh it every HEARTBEAT s,
@@ -252,24 +254,24 @@ def request_forward(
     :class:`ForwardRefused` when the controller says it cannot.
     """
     key = keys.forward(host, address, port)
-    deadline = time.monotonic() + timeout
     client.publish(
         keys.forward_requests,
         json.dumps({"host": host, "address": address, "port": port, "tool": tool}),
     )
-    while True:
+    local: Any = None
+
+    def answered() -> bool:
+        nonlocal local
         local = client.get(key)
-        if local is not None:
-            text = local.decode(errors="replace") if isinstance(local, bytes) else str(local)
-            if text.startswith("error:"):
-                client.delete(key)  # a later request asks again
-                raise ForwardRefused(text[len("error:") :].strip())
-            return int(text)
-        if time.monotonic() >= deadline:
-            raise TimeoutError(
-                f"no forward to {address}:{port} on host {host} within {timeout:g} s"
-            )
-        time.sleep(0.01)
+        return local is not None
+
+    if not procs.wait_until(answered, timeout):
+        raise TimeoutError(f"no forward to {address}:{port} on host {host} within {timeout:g} s")
+    text = local.decode(errors="replace") if isinstance(local, bytes) else str(local)
+    if text.startswith("error:"):
+        client.delete(key)  # a later request asks again
+        raise ForwardRefused(text[len("error:") :].strip())
+    return int(text)
 
 
 def wait_for_redis(
