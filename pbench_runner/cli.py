@@ -18,6 +18,7 @@ from pbench_runner import __version__
 from pbench_runner.config import Deadlines, load_deadlines, run_dir
 from pbench_runner.errors import InfrastructureError, Interrupted, PbenchError, UsageError
 from pbench_runner.exitcodes import ExitCode
+from pbench_runner.remote.options import MODES, ON_HOST_FAILURE
 
 
 class _Parser(argparse.ArgumentParser):
@@ -60,7 +61,7 @@ def _remote_opts(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--remote-mode",
         dest="mode",
-        choices=("tunnel", "direct"),
+        choices=MODES,
         help="tunnel (default): Redis and the sink over SSH; direct: plain TCP to them",
     )
     g.add_argument(
@@ -69,7 +70,7 @@ def _remote_opts(p: argparse.ArgumentParser) -> None:
     g.add_argument("--remote-dir", help="bundle cache and run directories on the hosts")
     g.add_argument(
         "--on-host-failure",
-        choices=("abort", "continue"),
+        choices=ON_HOST_FAILURE,
         default="abort",
         help="when a host is lost mid-run: stop the run (default) or go on without it",
     )
