@@ -27,6 +27,7 @@ from pbench_runner.redisserver import RedisServer
 from pbench_runner.remote.broker import ForwardBroker
 from pbench_runner.remote.bundle import Bundle
 from pbench_runner.remote.hosts import RemoteHosts, kill_run
+from pbench_runner.remote.options import RemoteOptions
 from pbench_runner.remote.parallel import MAX_WORKERS, on_every_host
 from pbench_runner.remote.ssh import open_connection
 from pbench_runner.remote.tunnel import Tunnel
@@ -307,7 +308,8 @@ def test_the_lab_keeps_test_traffic_inside(lab: SSHLab) -> None:
             check=False,
         )
         assert out.returncode != 0, f"{host.netns} can reach outside the lab: {out.stdout}"
-    assert json.dumps(lab.options().to_dict())
+    options = lab.options()  # the agent gets them as JSON: they come back the same
+    assert RemoteOptions.from_dict(json.loads(json.dumps(options.to_dict()))) == options
 
 
 @pytest.mark.parametrize("mode", ["tunnel", "direct"])
