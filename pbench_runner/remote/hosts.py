@@ -381,9 +381,14 @@ class RemoteHosts:
                 exited = chan.status_event.wait(self.deadlines.shutdown)
                 status = chan.recv_exit_status() if exited else None
                 if status != 0:
-                    command = kill_command(self.opts, host.base, self.bundle.name, self.run_id)
-                    _, out, _ = run(host, command, self.deadlines.shutdown)
-                    killed = json.loads(out or "{}").get("killed", [])
+                    _, killed, _ = kill_on_host(
+                        host,
+                        self.opts,
+                        host.base,
+                        self.bundle.name,
+                        self.run_id,
+                        self.deadlines.shutdown,
+                    )
                     if killed:
                         problem = (
                             f"host {host.name}: killed {len(killed)} process(es) that did not exit"
@@ -411,6 +416,24 @@ def kill_command(opts: RemoteOptions, base: str, bundle_name: str, run_id: str) 
     )
 
 
+def kill_on_host(
+    host: RemoteHost | tuple[str, paramiko.SSHClient],
+    opts: RemoteOptions,
+    base: str,
+    bundle_name: str,
+    run_id: str,
+    timeout: float,
+) -> tuple[int, list[Any], str]:
+    """Run the bundle's ``kill`` for ``run_id``: its exit status, the pids it killed, stderr.
+
+    The pids are those it reports on success (exit status 0), else none.
+    """
+    command = kill_command(opts, base, bundle_name, run_id)
+    status, out, err = run(host, command, timeout)
+    killed = json.loads(out or "{}").get("killed", []) if status == 0 else []
+    return status, killed, err
+
+
 def _copy_log(chan: paramiko.Channel, path: Path) -> None:
     with open(path, "ab") as fh:
         while True:
@@ -436,13 +459,11 @@ def kill_run(run_id: str, described: dict[str, Any], timeout: float = 10.0) -> l
         base = hosts[host]["base"]
         client = open_connection(host, opts, timeout)
         try:
-            command = kill_command(opts, base, name, run_id)
-            status, out, err = run((host, client), command, timeout)
+            status, killed, err = kill_on_host((host, client), opts, base, name, run_id, timeout)
         finally:
             client.close()
         if status != 0:
             return f"host {host}: kill failed: {err.strip()}"
-        killed = json.loads(out or "{}").get("killed", [])
         return f"host {host}: stopped {len(killed)} process(es)"
 
     lines: list[str] = []
