@@ -14,7 +14,6 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
@@ -72,12 +71,9 @@ class Daemon:
             self._spawn(argv(port))
             assert self.proc is not None
             is_up = ready or (lambda p: accepts(address, p))
-            deadline = time.monotonic() + timeout
-            while self.proc.poll() is None and time.monotonic() < deadline:
-                if is_up(port):
-                    self.port = port
-                    return port
-                time.sleep(0.02)
+            if self._wait_up(port, is_up, timeout):
+                self.port = port
+                return port
             status = self.proc.poll()
             procs.stop(self.proc)
             self._close()
@@ -92,6 +88,14 @@ class Daemon:
                 self.host, self.tool, f"{self.program} exited at start with status {status}", log
             )
         raise AssertionError("unreachable")
+
+    def _wait_up(self, port: int, is_up: Callable[[int], bool], timeout: float) -> bool:
+        """True once ``is_up(port)``; False if the program exits or ``timeout`` passes first."""
+        proc = self.proc
+        assert proc is not None
+        # poll() sets returncode once the program has exited
+        settled = procs.wait_until(lambda: proc.poll() is not None or is_up(port), timeout, 0.02)
+        return settled and proc.returncode is None
 
     def _spawn(self, argv: Sequence[str]) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from pbench_runner import hookimpl
+from pbench_runner import hookimpl, procs
 from pbench_runner.bus import SINK
 from pbench_runner.daemon import Daemon
 from pbench_runner.hostsummary import write_activity
@@ -161,18 +161,19 @@ class PrometheusCollector:
         """
         # Generous, as a loaded machine delays the first scrapes well past
         # DISCOVERY_DELAY, but within the hosts' wait for the collectors.
-        deadline = time.monotonic() + min(DISCOVERY_DELAY + 3 * self.interval + 15, 45)
+        timeout = min(DISCOVERY_DELAY + 3 * self.interval + 15, 45)
         query = urllib.parse.urlencode({"query": 'count_over_time(up{job="node"}[1d])'})
-        while time.monotonic() < deadline:
+
+        def scraped() -> bool:
             answer = _get(self._url(f"/api/v1/query?{query}")) or {}
             counts = {
                 item["metric"].get("host"): float(item["value"][1])
                 for item in answer.get("data", {}).get("result", [])
             }
-            if all(counts.get(t.host, 0) >= 3 for t in self.ctx.targets):
-                return
-            time.sleep(0.1)
-        log.warning("not every host was scraped 3 times before the deadline")
+            return all(counts.get(t.host, 0) >= 3 for t in self.ctx.targets)
+
+        if not procs.wait_until(scraped, timeout, interval=0.1):
+            log.warning("not every host was scraped 3 times before the deadline")
 
     def _write_activity(self) -> None:
         """Ask Prometheus for every host's activity over the sample."""
