@@ -14,7 +14,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pbench_runner import bus
 from pbench_runner.errors import ProgramMissing
@@ -22,6 +22,9 @@ from pbench_runner.pluginmanager import ToolRegistry
 from pbench_runner.tools import Collector, CollectorContext, OptionValue, Target
 
 log = logging.getLogger("pbench.sink.collectors")
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 #: host -> tool -> options, as registered in the tool store
 HostTools = Mapping[str, Mapping[str, Mapping[str, OptionValue]]]
@@ -107,25 +110,18 @@ class Collectors:
         errors: dict[str, list[str]] = {}
         running = self.running.pop(directory, [])
 
-        def stop(name: str, collector: Collector) -> None:
-            what = f"tool {name!r}: its collector on the Tool Data Sink"
-            failed: Sequence[Exception]
+        def stop(pair: tuple[str, Collector]) -> Sequence[Exception]:
             try:
-                failed = collector.stop() or ()
+                return pair[1].stop() or ()
             except Exception as exc:
-                failed = (exc,)
-            with lock:
-                for problem in failed:
-                    _add(errors, problem, what, "stop")
+                return (exc,)
 
-        lock = threading.Lock()
-        threads = [
-            threading.Thread(target=stop, args=pair, name=f"stop-{pair[0]}") for pair in running
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()  # each collector bounds its own stop
+        # each collector bounds its own stop
+        outcomes = in_threads(stop, running, name=lambda pair: f"stop-{pair[0]}")
+        for (name, _), failed in zip(running, outcomes, strict=True):
+            what = f"tool {name!r}: its collector on the Tool Data Sink"
+            for problem in failed:
+                _add(errors, problem, what, "stop")
         return errors
 
     def stop_all(self) -> dict[str, list[str]]:
@@ -134,6 +130,34 @@ class Collectors:
             for who, errs in self.stop(directory).items():
                 errors.setdefault(who, []).extend(errs)
         return errors
+
+
+def in_threads(
+    work: Callable[[_T], _R],
+    items: Sequence[_T],
+    name: Callable[[_T], str] | None = None,
+) -> list[_R]:
+    """``work(item)`` for every item, each in its own thread, all at once.
+
+    Returns when every one is done, with what each returned, in the order of
+    ``items``.  ``work`` must not raise (an exception would leave its result
+    ``None``).  A process a thread spawns with ``procs.spawn`` dies with that
+    thread: start long-lived programs elsewhere.
+    """
+    results: list[Any] = [None] * len(items)
+
+    def run(index: int, item: _T) -> None:
+        results[index] = work(item)
+
+    threads = [
+        threading.Thread(target=run, args=(i, item), name=name(item) if name else None)
+        for i, item in enumerate(items)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
 
 
 def _has_port(facts: Any) -> bool:

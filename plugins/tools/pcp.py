@@ -18,12 +18,12 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pbench_runner import hookimpl
+from pbench_runner.collectors import in_threads
 from pbench_runner.commandtool import ToolFailed
 from pbench_runner.daemon import Daemon
 from pbench_runner.hostsummary import write_activity
@@ -251,33 +251,23 @@ class PmloggerCollector:
 
     def stop(self) -> list[Exception]:
         """Stop every pmlogger at once (SIGINT closes an archive), then summarise each."""
-        errors: list[Exception] = []
-        lock = threading.Lock()
 
-        def stop_one(logger: tuple[Target, Daemon, Path]) -> None:
+        def stop_one(logger: tuple[Target, Daemon, Path]) -> Exception | None:
             target, daemon, archive = logger
+            error: Exception | None = None
             try:
                 daemon.stop(sig=signal.SIGINT)
             except ToolFailed as exc:
-                with lock:
-                    errors.append(exc)
+                error = exc
             _activity(target, archive)
+            return error
 
         loggers, self.loggers = self.loggers, []
-        _each(stop_one, loggers)
+        errors = [exc for exc in in_threads(stop_one, loggers) if exc is not None]
         if self._private is not None and self._private.name.startswith("pbench-pmlogger-"):
             shutil.rmtree(self._private, ignore_errors=True)
         self._private = None
         return errors
-
-
-def _each(work: Callable[[Any], None], items: Sequence[Any]) -> None:
-    """``work(item)`` for every item, each in its own thread; returns when all are done."""
-    threads = [threading.Thread(target=work, args=(item,)) for item in items]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
 
 
 def _activity(target: Target, archive: Path) -> None:
