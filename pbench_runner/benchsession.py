@@ -32,7 +32,7 @@ from pbench_runner.errors import ActionError, PbenchError, UsageError
 from pbench_runner.hostsummary import combine, sample_hosts
 from pbench_runner.progress import RunProgress
 from pbench_runner.pytest_plugin import handle_of
-from pbench_runner.resultdir import RunMetadata, make_result_dir
+from pbench_runner.resultdir import RunMetadata, make_result_dir, missing_samples
 from pbench_runner.stats import summarize
 from pbench_runner.toolstore import ToolGroup, ToolStore
 
@@ -361,16 +361,8 @@ class BenchSession:
 
     def _missing_data(self) -> dict[str, list[str]]:
         """Host -> the samples (relative to the result) whose data it never sent."""
-        found: dict[str, set[str]] = {}
-        for ctl in [self.ctl, *self.others.values()]:
-            for host, dirs in (ctl.missing if ctl is not None else {}).items():
-                for d in dirs:
-                    path = Path(d)
-                    inside = path.is_relative_to(self.result_dir)
-                    found.setdefault(host, set()).add(
-                        str(path.relative_to(self.result_dir)) if inside else d
-                    )
-        missing = {host: sorted(samples) for host, samples in sorted(found.items())}
+        ctls = [c for c in [self.ctl, *self.others.values()] if c is not None]
+        missing = missing_samples(self.result_dir, *(c.missing for c in ctls))
         for host, samples in missing.items():
             self.problems.append(
                 f"host {host}: no data for {len(samples)} sample(s): {', '.join(samples)}"

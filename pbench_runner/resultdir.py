@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import re
 import socket
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,22 @@ def make_result_dir(results: Path, script: str, config: str) -> Path:
             continue
         return path
     raise UsageError(f"cannot create a result directory under {results}")
+
+
+def missing_samples(
+    result_dir: Path, *missing: Mapping[str, Iterable[str]]
+) -> dict[str, list[str]]:
+    """Host -> the sample directories whose data it never sent, from one or more
+    controllers' ``missing``: each relative to ``result_dir`` when inside it,
+    hosts and directories sorted."""
+    found: dict[str, set[str]] = {}
+    for each in missing:
+        for host, dirs in each.items():
+            found.setdefault(host, set()).update(
+                str(Path(d).relative_to(result_dir)) if Path(d).is_relative_to(result_dir) else d
+                for d in dirs
+            )
+    return {host: sorted(found[host]) for host in sorted(found)}
 
 
 def _iso(when: dt.datetime | None) -> str:

@@ -34,7 +34,7 @@ from pbench_runner.exitcodes import ExitCode
 from pbench_runner.interrupts import interruptible
 from pbench_runner.pluginmanager import get_plugin_manager, notify
 from pbench_runner.remote.options import RemoteOptions
-from pbench_runner.resultdir import RunMetadata, make_result_dir
+from pbench_runner.resultdir import RunMetadata, make_result_dir, missing_samples
 from pbench_runner.toolstore import ToolGroup, ToolStore
 
 SCRIPT = "pbench-user-benchmark"
@@ -181,15 +181,7 @@ class UserBenchmark:
 
     def _missing(self, missing: dict[str, list[str]]) -> dict[str, list[str]]:
         """Host -> the samples (relative to the result) whose data it never sent."""
-        named = {
-            host: sorted(
-                str(Path(d).relative_to(self.result_dir))
-                if Path(d).is_relative_to(self.result_dir)
-                else d
-                for d in dirs
-            )
-            for host, dirs in missing.items()
-        }
+        named = missing_samples(self.result_dir, missing)
         for host, dirs in named.items():
             self.problems.append(
                 f"host {host} was lost: its tool data is missing for {', '.join(dirs)}"
