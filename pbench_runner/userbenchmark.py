@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from pbench_runner import procs
+from pbench_runner import procs, strictjson
 from pbench_runner.config import Deadlines
 from pbench_runner.controller import Controller
 from pbench_runner.errors import (
@@ -92,8 +92,13 @@ def run_command(command: Sequence[str], sample_dir: Path, echo: IO[str]) -> dict
         "duration_s": round(duration, 6),
         "cpu_s": round(_children_cpu() - cpu0, 6),
     }
-    (sample_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    _write_result(sample_dir, result)  # now: kept even if stopping the tools is interrupted
     return result
+
+
+def _write_result(sample_dir: Path, result: dict[str, Any]) -> None:
+    """Write a sample's ``result.json`` (strict JSON, as ``pbench run`` writes it)."""
+    (sample_dir / "result.json").write_text(strictjson.dumps(result, indent=2) + "\n")
 
 
 def _tee(source: IO[bytes], out: IO[bytes], echo: IO[str]) -> None:
@@ -266,7 +271,7 @@ class UserBenchmark:
             self.problems.extend(f"{sample_dir.name}: {p}" for p in tool_problems)
             if result:
                 result["tool_problems"] = tool_problems
-                (sample_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+                _write_result(sample_dir, result)
         if failure is not None:
             raise failure
         self.notify("pbench_sample_finished", sample_dir=sample_dir, group=group, result=result)
