@@ -124,14 +124,15 @@ class BenchSession:
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         total = 0
         for item in session.items:
+            options: dict[str, Any] = {}
             if isinstance(item, pytest.Function):
+                # a typo in a marker: refused before anything runs
                 try:
-                    _marker_options(item)  # a typo in a marker: refused before anything runs
+                    options = _marker_options(item)
                 except UsageError as exc:
                     raise pytest.UsageError(str(exc)) from exc
-            marker = item.get_closest_marker("pbench")
-            samples = marker.kwargs.get("samples") if marker else None
-            total += int(samples) if isinstance(samples, int) and samples > 0 else self.samples
+            samples = options.get("samples")  # checked: a whole number >= 1, or None
+            total += samples if samples is not None else self.samples
         self.progress.begin(total)
 
     def _sysinfo(self, when: str) -> None:
