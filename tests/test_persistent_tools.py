@@ -193,10 +193,9 @@ def test_two_runs_at_once_do_not_collide(tmp_path: Path) -> None:
 
 
 def test_a_missing_program_is_refused_at_start_naming_host_tool_and_package(  # type: ignore[no-untyped-def]
-    pbench, run_dir: Path, monkeypatch: pytest.MonkeyPatch
+    pbench, run_dir: Path
 ) -> None:
     pbench("register-tool", "--name=pcp", check=True)
-    monkeypatch.setenv("PBENCH_PMCD", "/nonexistent/pcp/bin/pmcd")
     env_run = subprocess.run(
         [sys.executable, "-m", "pbench_runner", "tool-meister-start"],
         env={**pbench_env(run_dir), "PBENCH_PMCD": "/nonexistent/pcp/bin/pmcd"},
@@ -206,7 +205,8 @@ def test_a_missing_program_is_refused_at_start_naming_host_tool_and_package(  # 
     )
     assert env_run.returncode == 4, env_run.stderr
     assert HOST in env_run.stderr and "'pcp'" in env_run.stderr
-    assert "/nonexistent/pcp/bin/pmcd" in env_run.stderr and "pcp" in env_run.stderr
+    assert "'/nonexistent/pcp/bin/pmcd'" in env_run.stderr
+    assert "install the package 'pcp'" in env_run.stderr
     assert not list((run_dir / "sessions").glob("*.json"))
 
 
