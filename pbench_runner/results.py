@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -152,8 +153,13 @@ def pack(result_dir: Path, target: Path) -> tuple[str, int]:
     adding: Path | None = None
     try:
         with open(target, "wb") as out:
-            xz = subprocess.Popen(
-                ["xz", "-T0", "-c", "-6"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            # spawned and waited for in this thread (its parent-death signal follows it);
+            # its stderr is ours, as before
+            xz = procs.spawn(
+                ["xz", "-T0", "-c", "-6"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=None,
             )
             assert xz.stdin is not None and xz.stdout is not None
 
@@ -209,11 +215,12 @@ def _first_cause(errors: list[OSError]) -> OSError:
 
 
 def _wait(proc: subprocess.Popen[bytes]) -> int:
+    """xz's exit status; past the deadline it is killed (and the status is not 0)."""
     try:
         return proc.wait(XZ_DEADLINE)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait(XZ_DEADLINE)
+        status = procs.stop(proc, sig=signal.SIGKILL)
+        return -signal.SIGKILL if status is None else status
 
 
 def upload(
