@@ -17,7 +17,6 @@ The server and the token come from ``--server`` / ``--token``, else
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -35,6 +34,7 @@ from typing import IO, Any, Final
 from pbench_runner import procs
 from pbench_runner.config import _read_toml, project_settings
 from pbench_runner.errors import TransferError, UploadError, UsageError
+from pbench_runner.tarballs import HashingWriter
 
 SERVER_ENV: Final = "PBENCH_SERVER"
 TOKEN_ENV: Final = "PBENCH_ACCESS_TOKEN"
@@ -147,12 +147,11 @@ def pack(result_dir: Path, target: Path) -> tuple[str, int]:
     """
     if shutil.which("xz") is None:
         raise UsageError("the program 'xz' is missing: install the Debian package 'xz-utils'")
-    digest = hashlib.md5()
-    size = 0
     errors: list[OSError] = []
     adding: Path | None = None
     try:
         with open(target, "wb") as out:
+            hashed = HashingWriter(out)
             # spawned and waited for in this thread (its parent-death signal follows it);
             # its stderr is ours, as before
             xz = procs.spawn(
@@ -164,19 +163,15 @@ def pack(result_dir: Path, target: Path) -> tuple[str, int]:
             assert xz.stdin is not None and xz.stdout is not None
 
             def copy_out(source: IO[bytes]) -> None:
-                nonlocal size
                 while chunk := source.read(1 << 20):
                     if errors:
                         continue  # keep draining: xz must never block on a full pipe
                     try:
-                        out.write(chunk)
+                        hashed.write(chunk)
                         out.flush()
                     except OSError as exc:  # the disk is full, say
                         errors.append(exc)
                         xz.kill()  # the tar writer then sees a broken pipe
-                        continue
-                    digest.update(chunk)
-                    size += len(chunk)
 
             writer = threading.Thread(target=copy_out, args=(xz.stdout,), daemon=True)
             writer.start()
@@ -206,7 +201,7 @@ def pack(result_dir: Path, target: Path) -> tuple[str, int]:
             f"cannot make the tarball of {result_dir} in {target.parent}{what}: {why}; "
             "the result is kept: free some space (or fix the file) and send it again"
         )
-    return digest.hexdigest(), size
+    return hashed.md5.hexdigest(), hashed.size
 
 
 def _first_cause(errors: list[OSError]) -> OSError:

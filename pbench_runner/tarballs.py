@@ -17,7 +17,9 @@ class UnsafeTarball(Exception):
     """A tarball holds a member that would land outside its directory."""
 
 
-class _HashingWriter(io.RawIOBase):
+class HashingWriter(io.RawIOBase):
+    """Writes to ``raw``, keeping the MD5 and the size of what passed through."""
+
     def __init__(self, raw: BinaryIO) -> None:
         self.raw = raw
         self.md5 = hashlib.md5()
@@ -38,7 +40,7 @@ def pack(source: Path, target: Path) -> tuple[str, int]:
     Returns the tarball's MD5 (hex) and size, computed while writing.
     """
     with open(target, "wb") as raw:
-        writer = _HashingWriter(raw)
+        writer = HashingWriter(raw)
         with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:
             if source.is_dir():
                 for path in sorted(source.rglob("*")):
