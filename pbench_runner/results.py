@@ -90,10 +90,12 @@ def copied_marker(result_dir: Path) -> Path:
 
 
 def finished_results(
-    run_dir: Path, names: list[str], skip_copied_to: str | None = None
+    run_dir: Path, names: list[str], skip_copied_to: str | None = None, *, moving: bool = False
 ) -> list[Path]:
     """Result directories to send: the named ones, or every finished one (but those
-    copied to the server ``skip_copied_to`` already)."""
+    copied to the server ``skip_copied_to`` already).  When ``moving``, a named one
+    that :func:`remove_result` would refuse to delete is refused here, before anything
+    is sent."""
     base = run_dir / "results"
     if names:
         chosen = []
@@ -103,6 +105,11 @@ def finished_results(
                 raise UsageError(f"{path} is not a result directory (it has no metadata.json)")
             if _status(path) == "running":
                 raise UsageError(f"{path} is still running; send it once the run has finished")
+            if moving and not _removable(path):
+                raise UsageError(
+                    f"refusing to move {path.absolute()}: not a result directory under results/ "
+                    "(copy-results sends it and keeps it)"
+                )
             chosen.append(path.absolute())
         return chosen
     if not base.is_dir():
@@ -299,10 +306,16 @@ class _progress_bar:
             self.progress.stop()
 
 
+def _removable(result_dir: Path) -> bool:
+    """A result directory under a ``results/`` directory: the only kind moving deletes."""
+    path = result_dir.absolute()
+    return path.parent.name == "results" and (path / "metadata.json").is_file()
+
+
 def remove_result(result_dir: Path) -> None:
     """Delete a result directory that the server holds now (never anything else)."""
     path = result_dir.absolute()
-    if path.parent.name != "results" or not (path / "metadata.json").is_file():
+    if not _removable(path):
         raise UsageError(f"refusing to delete {path}: not a result directory under results/")
     shutil.rmtree(path)
     copied_marker(path).unlink(missing_ok=True)
@@ -318,7 +331,9 @@ def send_results(
     out: IO[str] = sys.stdout,
 ) -> list[str]:
     """Send results; returns a message per result that failed (the others are done)."""
-    chosen = finished_results(run_dir, names, skip_copied_to=settings.url if keep else None)
+    chosen = finished_results(
+        run_dir, names, skip_copied_to=settings.url if keep else None, moving=not keep
+    )
     if not chosen:
         print(f"nothing to send: no finished result under {run_dir / 'results'}", file=out)
         return []

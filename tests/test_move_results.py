@@ -325,6 +325,25 @@ def test_a_full_results_disk_fails_that_result_only_and_exits_4(
     assert names == ["b-small"]
 
 
+def test_moving_a_result_from_outside_results_is_refused_before_anything_is_sent(
+    server: ResultsServer, run_dir: Path, tmp_path: Path
+) -> None:
+    # it used to be uploaded, then refused deletion, and the results after it were not sent
+    token = server.token("alice")
+    elsewhere = make_result(tmp_path / "elsewhere", "run-elsewhere")
+    local = make_result(run_dir / "results", "run-here")
+    args = ("--server", server.url, "--token", token)
+    moved = _pbench(run_dir, tmp_path, "move-results", str(elsewhere), local.name, *args)
+    assert moved.returncode != 0, moved.stdout
+    assert f"refusing to move {elsewhere}: not a result directory under results/" in moved.stderr
+    assert elsewhere.is_dir() and local.is_dir()
+    assert server.get("/api/v1/datasets", token).json()["total"] == 0
+    copied = _pbench(run_dir, tmp_path, "copy-results", str(elsewhere), *args)
+    assert copied.returncode == 0, copied.stderr
+    assert elsewhere.is_dir()
+    assert server.get("/api/v1/datasets", token).json()["total"] == 1
+
+
 def test_staging_left_by_a_killed_client_is_removed_on_the_next_run(
     server: ResultsServer, run_dir: Path, tmp_path: Path
 ) -> None:
