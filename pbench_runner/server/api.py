@@ -114,6 +114,12 @@ def filters_from(params: dict[str, Any]) -> Filters:
     )
 
 
+def split_ids(ids: Any) -> list[str]:
+    """Dataset ids given as ``ids=A,B``, ``ids=A&ids=B``, or both."""
+    values = ids if isinstance(ids, list) else [ids or ""]
+    return [i for v in values for i in str(v).split(",") if i]
+
+
 def comparison(datasets: list[Dataset]) -> list[dict[str, Any]]:
     """Each dataset against the first, as ``pbench compare`` tables them."""
     base = datasets[0]
@@ -371,8 +377,7 @@ class API:
 
     @cherrypy.expose
     def compare(self, ids: Any = "", **params: Any) -> Any:
-        values = ids if isinstance(ids, list) else [ids]
-        chosen = [i for v in values for i in str(v).split(",") if i]
+        chosen = split_ids(ids)
         return _json({"comparisons": comparison(self.store.many(chosen, viewer(self.index)))})
 
 

@@ -16,7 +16,7 @@ import cherrypy
 from pbench_runner import compare
 from pbench_runner.benchreport import HOST_MEASURES, fmt_number
 from pbench_runner.server import auth
-from pbench_runner.server.api import Store, comparison, filters_from, viewer
+from pbench_runner.server.api import Store, comparison, filters_from, split_ids, viewer
 from pbench_runner.server.storage import Dataset
 from pbench_runner.server.templates import esc, fmt_bytes, page, svg_plot, table
 
@@ -61,11 +61,6 @@ def _measure(stat: Any) -> str:
         f'<td class="num">{esc(fmt_number(float(mean)))} '
         f'<span class="muted">(peak {esc(fmt_number(float(peak)))})</span></td>'
     )
-
-
-def _ids(ids: Any) -> list[str]:
-    values = ids if isinstance(ids, list) else [ids or ""]
-    return [i for v in values for i in str(v).split(",") if i]
 
 
 class Pages:
@@ -252,7 +247,7 @@ class Pages:
     @cherrypy.expose
     def compare(self, ids: Any = "") -> str:
         user = viewer(self.db)
-        chosen = self.store.many(_ids(ids), user)
+        chosen = self.store.many(split_ids(ids), user)
         names = {ds.id: ds for ds in chosen}
         body = ["<h1>Compare runs</h1>"]
         body.append(
