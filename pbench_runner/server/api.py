@@ -185,7 +185,7 @@ class Store:
 
     def receive(self, rfile: Any, length: int, md5: str, name: str, owner: str, access: str) -> int:
         """Receive, check and index an upload, and move it into place; returns 201 or 200."""
-        self.incoming.mkdir(parents=True, exist_ok=True)
+        self.incoming.mkdir(parents=True, exist_ok=True)  # the only mkdir: receive() needs it too
         with tempfile.TemporaryDirectory(dir=self.incoming, prefix="staging-") as staging:
 
             def consume(stream: Any) -> archive.Contents:
@@ -196,10 +196,10 @@ class Store:
                     return self._add(got.path, got.contents, name, md5, owner, access)
             except archive.NotAResult as exc:
                 raise Refused(exc.status, str(exc)) from exc
-            except OSError as exc:  # unpacking (in the reader thread) filled the disk
+            except OSError as exc:  # writing the body, unpacking it, or moving it filled the disk
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                     raise Refused(
-                        507, f"the disk of the data directory is full while unpacking {name}: {exc}"
+                        507, f"the disk of the data directory is full while receiving {name}: {exc}"
                     ) from exc
                 raise
 

@@ -13,7 +13,6 @@ refused upload leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import queue
 import shutil
@@ -172,24 +171,19 @@ def receive(
 
     Checks the size and the MD5 first, then hands on ``consume``'s result
     (or raises its exception).  The file is removed when the ``with`` block
-    ends unless the block moved it.
+    ends unless the block moved it.  ``incoming`` must exist; a full disk is
+    an ``OSError`` for the caller to answer (see ``api.Store.receive``).
     """
-    incoming.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=incoming, suffix=".part")
     temp = Path(name)
     reader = HashingReader(stream, length)
     tee = Tee(consume)
     finished = False
     try:
-        try:
-            with os.fdopen(fd, "wb") as out:
-                while data := reader.read(CHUNK):
-                    tee.feed(data)
-                    out.write(data)
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise Refused(507, f"the disk of the data directory is full: {exc}") from exc
-            raise
+        with os.fdopen(fd, "wb") as out:
+            while data := reader.read(CHUNK):
+                tee.feed(data)
+                out.write(data)
         if reader.size != length:
             raise Refused(400, f"the body ended after {reader.size} of {length} bytes")
         md5 = reader.hexdigest()
