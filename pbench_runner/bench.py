@@ -14,11 +14,9 @@ function records.
 
 from __future__ import annotations
 
-import errno
 import locale
 import os
 import shlex
-import shutil
 import signal
 import subprocess
 from collections.abc import Sequence
@@ -71,14 +69,11 @@ class Sample:
         Its output is kept in the sample directory.  A non-zero exit status or
         a timeout raises :class:`CommandFailed` unless ``check`` is false.
         """
-        shell = isinstance(command, str)
         argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
         n = len(self.commands) + 1
         self.directory.mkdir(parents=True, exist_ok=True)
         full_env = {**os.environ, **(env or {})}
         try:
-            if not shell:
-                _check_program(argv[0], full_env)
             # its own process group: a shell's children go with it on a timeout
             proc = procs.spawn(
                 argv,
@@ -112,22 +107,6 @@ class Sample:
                 + (f"; its stderr ends with:\n{tail}" if tail else "")
             )
         return stdout
-
-
-def _check_program(program: str, env: dict[str, str]) -> None:
-    """Raise the error exec would for a program that cannot be run.
-
-    ``procs.spawn`` execs the program from a wrapper (for the parent-death
-    signal), where a missing program is only an exit status of 127.
-    """
-    if "/" in program:
-        if os.path.isfile(program) and os.access(program, os.X_OK):
-            return
-        if os.path.exists(program):
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
-    elif shutil.which(program, path=os.pathsep.join(os.get_exec_path(env))) is not None:
-        return
-    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
 
 
 def _text(data: bytes) -> str:

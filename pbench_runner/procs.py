@@ -9,6 +9,7 @@ the child gets SIGTERM.  Every wait has a deadline.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import shutil
@@ -82,6 +83,7 @@ def spawn(
         return subprocess.Popen(list(argv), start_new_session=True, **common)
     setpriv = _setpriv()
     if setpriv:
+        _check_runnable(argv[0], common["env"], cwd)
         # setpriv sets the parent-death signal and execs; if this process
         # died before that, the child was already re-parented and would never
         # get the signal.  The shell, exec'd after prctl, checks its parent.
@@ -112,6 +114,23 @@ def spawn(
 #: run by ``/bin/sh -c`` with the parent's pid as ``$0``: exec the command
 #: only if that parent is still alive (``$PPID`` is read at shell start)
 _PARENT_CHECK = '[ "$PPID" = "$0" ] || exit 1; exec "$@"'
+
+
+def _check_runnable(program: str, env: Mapping[str, str] | None, cwd: Path | str | None) -> None:
+    """Raise the error ``exec`` would for a program that cannot be run.
+
+    Behind setpriv and the shell, a program that cannot be run is only an
+    exit status of 127; callers get the OSError that Popen would raise.
+    """
+    if "/" in program:
+        path = os.path.join(cwd or "", program)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return
+        if os.path.exists(path):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
+    elif shutil.which(program, path=os.pathsep.join(os.get_exec_path(env))) is not None:
+        return
+    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
 
 
 @functools.cache

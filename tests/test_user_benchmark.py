@@ -100,6 +100,13 @@ def test_the_commands_exit_status_is_passed_on(pbench, run_dir: Path) -> None:  
     assert res["exit_status"] == 3
 
 
+def test_a_command_that_cannot_be_run_is_named(pbench, run_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    proc = pbench("user-benchmark", "--sysinfo=none", "--", "no-such-benchmark-9c1", "-x")
+    assert proc.returncode == 2, proc.stderr
+    assert "cannot run the benchmark command 'no-such-benchmark-9c1'" in proc.stderr
+    assert "No such file or directory" in proc.stderr
+
+
 def test_without_tools_the_benchmark_still_runs_and_says_so(pbench, run_dir: Path) -> None:  # type: ignore[no-untyped-def]
     proc = pbench("user-benchmark", "--", "echo", "hi")
     assert proc.returncode == 0, proc.stderr
