@@ -130,7 +130,8 @@ def changes(base: dict[str, Any], new: dict[str, Any]) -> list[Change]:
                 continue
             a, b = other["values"], entry["values"]
             ma, mb = statistics.fmean(a), statistics.fmean(b)
-            pct = (mb - ma) / abs(ma) * 100 if ma else math.inf if mb else 0.0
+            # from a mean of 0 any change is infinite, in the direction of the new mean
+            pct = (mb - ma) / abs(ma) * 100 if ma else math.copysign(math.inf, mb) if mb else 0.0
             found.append(
                 Change(
                     it["nodeid"],
@@ -181,8 +182,7 @@ def regressions(found: Sequence[Change], rules: Sequence[str]) -> list[str]:
 
 
 def verdict(ch: Change) -> str:
-    """``"better"``, ``"worse"`` or ``"within noise"``: the direction of the means, not of
-    ``pct`` (which is infinite, and says nothing of the direction, from a mean of 0)."""
+    """``"better"``, ``"worse"`` or ``"within noise"``, from the direction of the means."""
     if not ch.significant:
         return "within noise"
     return "better" if (ch.new > ch.base) == ch.higher_is_better else "worse"

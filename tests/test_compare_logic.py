@@ -87,3 +87,13 @@ def test_a_rule_for_a_metric_no_benchmark_has_is_named() -> None:
 def test_a_zero_base_has_no_percentage_in_the_table() -> None:
     (found,) = changes(run([0.0, 0.0]), run([1.0, 1.0]))
     assert "n/a" in table([found])[1]
+
+
+def test_a_change_from_a_zero_base_is_gated_in_its_direction() -> None:
+    (drop,) = changes(run([0.0, 0.0]), run([-1.0, -1.0]))
+    assert drop.pct < 0 and drop.significant
+    assert len(regressions([drop], ["score:-5%"])) == 1
+    assert regressions([drop], ["score:+5%"]) == []
+    (rise,) = changes(run([0.0, 0.0]), run([1.0, 1.0]))
+    assert regressions([rise], ["score:-5%"]) == []
+    assert len(regressions([rise], ["score:+5%"])) == 1
