@@ -53,9 +53,8 @@ PASSWORD_ENV: Final = "PBENCH_REDIS_PASSWORD"
 RUN_ID_ENV: Final = "PBENCH_RUN_ID"
 
 
-def meister_silent() -> str:
-    """Why a host whose heartbeat key expired is taken for lost."""
-    return f"the tool meister stopped answering (no heartbeat for {ALIVE_TTL} s)"
+#: why a host whose heartbeat key expired is taken for lost
+MEISTER_SILENT: Final = f"the tool meister stopped answering (no heartbeat for {ALIVE_TTL} s)"
 
 
 class Keys:

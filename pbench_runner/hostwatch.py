@@ -54,7 +54,7 @@ class HeartbeatWatcher(threading.Thread):
                 if beat is None and host not in self.lost and not self._closing.is_set():
                     self.lost.add(host)
                     line = (
-                        f"host {host}: {bus.meister_silent()}; its data from now on will be "
+                        f"host {host}: {bus.MEISTER_SILENT}; its data from now on will be "
                         f"missing (see tm/tm-{host}.log)"
                     )
                     log.warning("%s", line)

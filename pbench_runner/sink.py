@@ -262,7 +262,7 @@ class ToolDataSink:
         alive = self.client.mget([self.keys.alive(h) for h in waiting])
         for host, beat in zip(waiting, alive):
             if beat is None:
-                self.tracker.lost[host] = bus.meister_silent()
+                self.tracker.lost[host] = bus.MEISTER_SILENT
 
     def _maybe_finish(self) -> None:
         tracker = self.tracker
