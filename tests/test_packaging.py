@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,13 @@ def test_a_wheel_installs_pbench_with_its_builtin_tools(tmp_path: Path) -> None:
         timeout=300,
     )
     wheel = next((tmp_path / "dist").glob("pbench_runner-*.whl"))
+    # every package of the source tree is in the wheel
+    with zipfile.ZipFile(wheel) as zf:
+        shipped = {name.rpartition("/")[0] for name in zf.namelist()}
+    source = {
+        str(init.parent.relative_to(ROOT)) for init in (ROOT / "pbench_runner").rglob("__init__.py")
+    }
+    assert source <= shipped, sorted(source - shipped)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     subprocess.run(
