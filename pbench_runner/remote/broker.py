@@ -83,15 +83,17 @@ class ForwardBroker(threading.Thread):
         if self.client.exists(key):
             return
         local = tunnel.forward_to(port, address)
-        self.client.set(key, local, ex=24 * 3600)
         log.info("host %s: %s:%d there is 127.0.0.1:%d here", host, address, port, local)
         if tool:
+            # the tool's previous forward goes before the answer: whoever reads
+            # the answer finds the old one closed
             previous = self._latest.get((host, tool))
             self._latest[(host, tool)] = (local, key)
             if previous is not None:
                 tunnel.close_forward(previous[0])
                 self.client.delete(previous[1])
                 log.info("host %s: closed %s's forward 127.0.0.1:%d", host, tool, previous[0])
+        self.client.set(key, local, ex=24 * 3600)
 
     def _refuse(self, host: str, key: str, why: str) -> None:
         log.error("host %s: forward request refused: %s", host, why)
