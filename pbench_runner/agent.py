@@ -1,8 +1,8 @@
 """The session agent: keeps a tool meister session alive between pbench commands.
 
 ``pbench tool-meister-start`` starts one agent per session, in its own
-process session.  The agent runs the :class:`~pbench_runner.controller.Controller`
-(Redis, the sink and the meisters die with it, even on SIGKILL) and serves the
+process session.  The agent holds the session's :class:`~pbench_runner.run.Run` and its
+controller (Redis, the sink and the meisters die with it, even on SIGKILL) and serves the
 later lifecycle verbs over a Unix socket next to the session file, one JSON
 line per request and per answer::
 
@@ -31,27 +31,34 @@ from typing import Any
 
 from pbench_runner import procs, session
 from pbench_runner.config import Deadlines
-from pbench_runner.controller import Controller
-from pbench_runner.errors import InfrastructureError, Interrupted, PbenchError
+from pbench_runner.errors import InfrastructureError, Interrupted, PbenchError, UsageError
 from pbench_runner.exitcodes import ExitCode
 from pbench_runner.interrupts import interruptible
 from pbench_runner.remote.options import RemoteOptions
-from pbench_runner.toolstore import ToolStore
+from pbench_runner.run import Run, RunOptions, SampleActions
 
 log = logging.getLogger("pbench.agent")
 
 
 class Agent:
-    """Owns one session's controller and answers the lifecycle verbs."""
+    """Owns one session's run and answers the lifecycle verbs, each through
+    the run protocol's sample actions (:class:`~pbench_runner.run.SampleActions`)."""
 
-    def __init__(self, rdir: Path, ctl: Controller) -> None:
+    def __init__(self, rdir: Path, run: Run) -> None:
         self.rdir = rdir
-        self.ctl = ctl
-        self.socket_path = _socket_path(session.sessions_dir(rdir), ctl.run_id)
+        self.run = run
+        self.socket_path = _socket_path(session.sessions_dir(rdir), run.run_id)
         self.listener: socket.socket | None = None
+        #: directory -> its sample, from start-tools to send-tools
+        self.samples: dict[str, SampleActions] = {}
+        self.started = 0
+        #: problems already told (in the ready answer)
+        self.told = 0
 
     def save(self, info: session.SessionInfo | None = None) -> None:
-        info = info or self.ctl.session_info()
+        if info is None:
+            assert self.run.ctl is not None
+            info = self.run.ctl.session_info()
         info.pids["agent"] = os.getpid()
         info.socket = str(self.socket_path)
         session.save(self.rdir, info)
@@ -88,25 +95,51 @@ class Agent:
         try:
             if verb == "terminate":
                 return {"ok": True, "problems": self.terminate(request.get("sysinfo", "none"))}
-            result = self.ctl.run_action(verb, request["directory"], request.get("args"))
-            return {"ok": True, "result": json.loads(result.dumps())}
+            if verb not in ("start", "stop", "send"):
+                raise UsageError(f"the session agent has no verb {verb!r}")
+            return self.act(verb, str(request["directory"]))
         except PbenchError as exc:
             return {"ok": False, "error": str(exc), "exit": _exit_for(exc)}
 
+    def act(self, verb: str, directory: str) -> dict[str, Any]:
+        """start-tools, stop-tools or send-tools for one sample directory."""
+        sample = self.samples.get(directory)
+        if sample is None:
+            if verb == "start":
+                self.started += 1
+            sample = self.run.actions(Path(directory), self.started)
+            self.samples[directory] = sample
+        problems = len(sample.record.tool_problems)
+        if verb == "start":
+            sample.start()
+        elif verb == "stop":
+            sample.stop()
+        else:
+            sample.send()
+        new = sample.record.tool_problems[problems:]
+        if verb == "send" and not new:  # sent: the sample is done (a failed send may be retried)
+            sample.finish()
+            del self.samples[directory]
+        if new:  # the sample is marked; the verb says so
+            return {
+                "ok": False,
+                "error": "\n".join(new),
+                "exit": int(ExitCode.INFRASTRUCTURE_ERROR),
+            }
+        return {"ok": True, "result": {"hosts": sample.record.hosts} if verb == "send" else {}}
+
     def terminate(self, sysinfo: str) -> list[str]:
-        problems: list[str] = []
-        try:
-            problems.extend(self.ctl.collect_sysinfo("end", sysinfo))
-        except PbenchError as exc:
-            problems.append(str(exc))  # stopping comes first
-        problems.extend(self.ctl.stop())
-        return problems
+        """What the end of the session found (the verbs told their own problems)."""
+        self.told = len(self.run.problems)
+        self.run.opts.sysinfo = sysinfo
+        self.run.close()
+        return self.run.problems[self.told :]
 
     def close(self) -> None:
         if self.listener is not None:
             self.listener.close()
         self.socket_path.unlink(missing_ok=True)
-        session.remove(self.rdir, self.ctl.run_id)
+        session.remove(self.rdir, self.run.run_id)
 
 
 def _socket_path(sessions: Path, run_id: str) -> Path:
@@ -142,33 +175,36 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s agent %(levelname)s %(message)s",
         filename=tm_dir / "agent.log",
     )
-    group = ToolStore(args.run_dir).load(args.group)
-    ctl = Controller(
-        group,
-        tm_dir,
-        deadlines=Deadlines(**json.loads(args.deadlines)),
+    opts = RunOptions(
+        script="pbench-session",
+        run_dir=args.run_dir,
+        group=args.group,
+        sysinfo=args.sysinfo,
         plugins=args.plugins,
-        result_dir=args.dir,
-        run_id=args.run_id,
+        deadlines=Deadlines(**json.loads(args.deadlines)),
         remote=RemoteOptions.from_dict(json.loads(args.remote)),
         on_host_failure=args.on_host_failure,
+        result_dir=args.dir,
+        records=False,
+        run_id=args.run_id,
     )
-    agent = Agent(args.run_dir, ctl)
-    ctl.on_spawn = agent.save  # on disk from the first process on, for `pbench kill`
+    run = Run(opts, say=log.info)
+    agent = Agent(args.run_dir, run)
+    opts.on_spawn = agent.save  # on disk from the first process on, for `pbench kill`
     try:
         with interruptible():
             agent.listen()
-            ctl.start()
-            problems = ctl.collect_sysinfo("beg", args.sysinfo)
+            run.open()
             agent.save()
-            _announce({"ready": ctl.run_id, "problems": problems})
+            agent.told = len(run.problems)
+            _announce({"ready": run.run_id, "problems": run.problems})
             _redirect_output(tm_dir / "agent.log")
             agent.serve()
     except Interrupted as exc:
         log.info("%s: stopping the session", exc)
-        ctl.stop(quiet=True)
+        run.close(exc)
     except BaseException as exc:
-        ctl.stop(quiet=True)
+        run.close(exc)
         agent.close()
         _announce({"error": str(exc), "exit": _exit_for(exc)})
         return _exit_for(exc)

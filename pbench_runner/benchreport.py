@@ -29,7 +29,8 @@ def summary_lines(iterations: Iterable[dict[str, Any]]) -> list[str]:
     """One line per benchmark and metric: mean ± stddev (%), median, min, max, n."""
     lines = []
     for it in iterations:
-        lines.append(f"{it['name']}  [{it['status']}]  {it['nodeid']}")
+        what = it.get("nodeid") or " ".join(it.get("command") or [])
+        lines.append(f"{it['name']}  [{it['status']}]  {what}")
         for name, entry in it.get("metrics", {}).items():
             s = entry.get("summary")
             if not s:
@@ -43,12 +44,21 @@ def summary_lines(iterations: Iterable[dict[str, Any]]) -> list[str]:
                 f"min {fmt_number(s['min'])}  max {fmt_number(s['max'])}  n={s['n']}  "
                 f"({arrow}{outliers})"
             )
-        for host, measures in sorted(it.get("hosts", {}).items()):
-            parts = [
-                f"{label} {fmt_number(measures[key]['mean'])} (peak {fmt_number(measures[key]['peak'])})"
-                for key, label in HOST_MEASURES
-                if key in measures
-            ]
-            if parts:
-                lines.append(f"    host {host}: " + ", ".join(parts))
+        lines.extend(f"    {line}" for line in host_lines(it.get("hosts", {})))
+    return lines
+
+
+def host_lines(hosts: dict[str, Any]) -> list[str]:
+    """One line per host: the mean (and peak) of CPU, memory, disk and network."""
+    lines = []
+    for host, measures in sorted(hosts.items()):
+        parts = []
+        for key, label in HOST_MEASURES:
+            if not isinstance(measures.get(key), dict) or measures[key].get("mean") is None:
+                continue
+            peak = measures[key].get("peak")
+            shown = f" (peak {fmt_number(peak)})" if peak is not None else ""
+            parts.append(f"{label} {fmt_number(measures[key]['mean'])}{shown}")
+        if parts:
+            lines.append(f"host {host}: " + ", ".join(parts))
     return lines

@@ -120,7 +120,12 @@ def new_run_id() -> str:
 
 @dataclass
 class Action:
-    """``start`` / ``stop`` / ``send`` / ``sysinfo`` / ``terminate`` for a tool group."""
+    """An action for a tool group.
+
+    ``init`` (once, at tool-meister-start: persistent tools start), then per
+    sample ``start`` / ``stop`` / ``send``; ``sysinfo`` at any time; and
+    ``terminate`` (once: persistent tools stop, every process exits).
+    """
 
     id: str
     seq: int
@@ -271,6 +276,25 @@ def request_forward(
         client.delete(key)  # a later request asks again
         raise ForwardRefused(text[len("error:") :].strip())
     return int(text)
+
+
+def clock_offset(client: redis.Redis, tries: int = 5) -> float:
+    """This machine's clock minus Redis's, in seconds (``TIME``, best of ``tries``).
+
+    Every participant measures its own against the one Redis of the run, so
+    a host's clock offset from the controller is the difference of theirs;
+    the round trip with the least delay wins, its midpoint taken.
+    """
+    best: tuple[float, float] | None = None
+    for _ in range(tries):
+        before = time.time()
+        seconds, micros = client.time()
+        after = time.time()
+        spent = after - before
+        if best is None or spent < best[0]:
+            best = (spent, (before + after) / 2 - (seconds + micros / 1e6))
+    assert best is not None
+    return best[1]
 
 
 def wait_for_redis(

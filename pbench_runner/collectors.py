@@ -1,11 +1,13 @@
 """The Tool Data Sink's side of persistent tools: pmlogger, Prometheus.
 
-A persistent tool runs on every host (pmcd, node_exporter) and is recorded on
-the sink by the tool's *collector*.  The sink starts the collectors of an
-action directory once every host has answered ``start`` (each host's answer
-carries the address and port its tool listens on), and stops them as soon as
-the ``stop`` action arrives.  Their data lands in the same
-``tools-<group>/<host>/<tool>/`` directories as the hosts' own data.
+A persistent tool runs on every host (pmcd, node_exporter) for the whole
+session and is recorded on the sink by the tool's *collector*.  As pbench's
+Tool Meister does, they start once, at ``init`` (tool-meister-start: each
+host's answer carries the address and port its tool listens on), and stop
+once, at ``terminate``.  The whole run's data lands in
+``<result>/tools-<group>/<host>/<tool>/``; after every sample, each collector
+writes that sample's window of it into the sample's own
+``tools-<group>/<host>/<tool>/``, beside the hosts' transient tools' data.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, TypeVar
 from pbench_runner import bus
 from pbench_runner.errors import ProgramMissing
 from pbench_runner.pluginmanager import ToolRegistry
-from pbench_runner.tools import Collector, CollectorContext, OptionValue, Target
+from pbench_runner.tools import Collector, CollectorContext, OptionValue, SampleWindow, Target
 
 log = logging.getLogger("pbench.sink.collectors")
 
@@ -31,7 +33,7 @@ HostTools = Mapping[str, Mapping[str, Mapping[str, OptionValue]]]
 
 
 class Collectors:
-    """Every collector the sink runs, by action directory."""
+    """Every collector the sink runs for the session."""
 
     def __init__(
         self,
@@ -43,7 +45,8 @@ class Collectors:
         self.host_tools = host_tools
         #: (host, facts) -> the facts as the sink reaches the tool (through a tunnel)
         self.reach = reach or (lambda host, facts: facts)
-        self.running: dict[str, list[tuple[str, Collector]]] = {}
+        self.running: list[tuple[str, Collector]] = []
+        self.started = False
 
     def tools(self) -> list[str]:
         """The registered tools that have a collector."""
@@ -61,19 +64,17 @@ class Collectors:
     def start(
         self, directory: str, group: str, reports: Mapping[str, bus.Report]
     ) -> dict[str, list[str]]:
-        """Start the collectors for ``directory``; returns errors by host (or the sink).
+        """Start the collectors for the session (``directory`` is the result
+        directory); returns errors by host (or the sink).
 
         A collector may start for some hosts and not others: ``start`` returns
         the failures of the hosts it could not record, and it keeps running
         for the rest.  If it raises, it started nothing.
         """
         errors: dict[str, list[str]] = {}
-        if directory in self.running:
-            # The hosts refuse a second start of the same directory; so do we,
-            # or the recorders already running would be lost.
-            return errors
-        started: list[tuple[str, Collector]] = []
-        self.running[directory] = started
+        if self.started:
+            return errors  # the recorders already running are not to be lost
+        self.started = True
         for name in self.tools():
             spec = self.registry.get(name)
             assert spec.collector is not None
@@ -101,14 +102,23 @@ class Collectors:
                 continue
             for problem in failed:
                 _add(errors, problem, what, "start")
-            started.append((name, collector))
+            self.running.append((name, collector))
             log.info("collector %s started for %d host(s)", name, len(targets))
         return errors
 
-    def stop(self, directory: str) -> dict[str, list[str]]:
-        """Stop the collectors of ``directory``, all at once; every one is reached."""
-        errors: dict[str, list[str]] = {}
-        running = self.running.pop(directory, [])
+    def slice(self, window: SampleWindow, tool_dir: Path) -> dict[str, list[str]]:
+        """Every collector writes its data of ``window`` into a sample's ``tool_dir``."""
+
+        def cut(pair: tuple[str, Collector]) -> Sequence[Exception]:
+            try:
+                return pair[1].slice(window, tool_dir) or ()
+            except Exception as exc:  # a plugin's bug: reported against the sample
+                return (exc,)
+
+        return self._each(cut, "slice")
+
+    def stop_all(self) -> dict[str, list[str]]:
+        """Stop every collector, all at once; every one is reached."""
 
         def stop(pair: tuple[str, Collector]) -> Sequence[Exception]:
             try:
@@ -116,19 +126,21 @@ class Collectors:
             except Exception as exc:
                 return (exc,)
 
-        # each collector bounds its own stop
-        outcomes = in_threads(stop, running, name=lambda pair: f"stop-{pair[0]}")
+        errors = self._each(stop, "stop")
+        self.running = []
+        return errors
+
+    def _each(
+        self, work: Callable[[tuple[str, Collector]], Sequence[Exception]], step: str
+    ) -> dict[str, list[str]]:
+        errors: dict[str, list[str]] = {}
+        running = list(self.running)
+        # each collector bounds its own work
+        outcomes = in_threads(work, running, name=lambda pair: f"{step}-{pair[0]}")
         for (name, _), failed in zip(running, outcomes, strict=True):
             what = f"tool {name!r}: its collector on the Tool Data Sink"
             for problem in failed:
-                _add(errors, problem, what, "stop")
-        return errors
-
-    def stop_all(self) -> dict[str, list[str]]:
-        errors: dict[str, list[str]] = {}
-        for directory in list(self.running):
-            for who, errs in self.stop(directory).items():
-                errors.setdefault(who, []).extend(errs)
+                _add(errors, problem, what, step)
         return errors
 
 

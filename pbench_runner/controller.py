@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from pbench_runner.remote.hosts import RemoteHosts
 
 ACTION_VERBS = {
+    "init": "tool-meister-start",
     "start": "start-tools",
     "stop": "stop-tools",
     "send": "send-tools",
@@ -94,6 +95,8 @@ class Controller:
         self.remotes: RemoteHosts | None = None
         #: host -> the directories (samples) for which its data is missing
         self.missing: dict[str, list[str]] = {}
+        #: host -> its clock minus the controller's, in seconds (measured at start)
+        self.clock_offsets: dict[str, float] = {}
 
     @property
     def hosts(self) -> list[str]:
@@ -107,10 +110,14 @@ class Controller:
     # --- set up ---------------------------------------------------------------
 
     def start(self) -> Controller:
-        """Redis, then the sink and every meister; returns when all are ready."""
+        """Redis, then the sink and every meister, then the persistent tools
+        (``init``: they run until :meth:`stop`); returns when all are ready."""
         self.tm_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._start()
+            # pbench's init: persistent tools start once, and the sink records
+            # them from here on; each sample takes its window of their data
+            self.run_action("init", self.result_dir)
         except BaseException:
             self.stop(quiet=True)
             raise
@@ -280,9 +287,12 @@ class Controller:
                 raise ActionError("tool-meister-start", failed)
             waiting = [n for n in names if n not in seen]
             if not waiting:
-                for name, entry in seen.items():  # the meisters' own pids
+                mine = bus.clock_offset(self.client)
+                for name, entry in seen.items():  # the meisters' own pids and clocks
                     if name != bus.SINK and "pid" in entry["info"]:
                         self.pids[name] = int(entry["info"]["pid"])
+                    if name != bus.SINK and "clock_offset" in entry["info"]:
+                        self.clock_offsets[name] = float(entry["info"]["clock_offset"]) - mine
                 self._spawned()
                 return
             for name in waiting:
@@ -344,6 +354,8 @@ class Controller:
         return max(self.deadlines.action, longest)
 
     def _timeout(self, name: str) -> float:
+        if name == "init":  # a recorder's first records (Prometheus: its first scrapes)
+            return max(self.deadlines.action, self.deadlines.startup)
         if name == "send":
             return self.deadlines.send
         if name == "terminate":

@@ -110,6 +110,17 @@ class Daemon:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def check(self) -> None:
+        """Raise :class:`ToolFailed` if the program has died by itself (it stays stopped)."""
+        died = None if self.proc is None else self.proc.poll()
+        if died is not None:
+            raise ToolFailed(
+                self.host,
+                self.tool,
+                f"{self.program} died while it should have been running (exit status {died})",
+                procs.tail(self.log_path),
+            )
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
         """Stop the program; raise :class:`ToolFailed` if it had died by itself."""
         if self.proc is None:

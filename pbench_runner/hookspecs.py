@@ -12,8 +12,21 @@ The built-in tools (``plugins/tools/``) register through exactly that group.
 A module can also be registered for one invocation with ``pbench -p MODULE``.
 
 Hooks of the *declaration* phase return values; every other hook is a
-broadcast whose return value is ignored.  Observers must not raise: an
-exception in an observer is logged and reported but never stops the run.
+broadcast whose return value is ignored.  Every verb (``pbench run``,
+``pbench user-benchmark`` and the lifecycle verbs) fires the broadcasts in the
+same order, with the same arguments, from the one run protocol
+(:mod:`pbench_runner.run`)::
+
+    pbench_run_started
+        pbench_sample_started → pbench_tools_stopped → pbench_sample_finished   (each sample)
+    pbench_run_finished
+
+Hooks are called through pluggy's hook caller, so every call is checked
+against these specs and hook wrappers (``@hookimpl(wrapper=True)``) work.
+Each plugin's implementation of a broadcast is called on its own (a wrapper
+wraps each of those calls), so an observer that raises is logged with its
+traceback and reported as a warning, and never stops the other observers or
+the run.
 """
 
 from __future__ import annotations
@@ -53,7 +66,8 @@ def pbench_sysinfo_items() -> Sequence[SysinfoItem]:
 
 @hookspec
 def pbench_run_started(run_id: str, result_dir: Path, hosts: Sequence[str]) -> None:
-    """A run's tool meisters are all ready; ``result_dir`` now exists."""
+    """A run's tool meisters are all ready, its persistent tools recording;
+    ``result_dir`` now exists.  ``hosts`` is empty for a run without tools."""
 
 
 @hookspec
@@ -72,7 +86,9 @@ def pbench_sample_finished(
 ) -> None:
     """Every host's tool data for a sample is in ``sample_dir``.
 
-    ``result`` holds the sample's command, exit status and duration.
+    ``result`` is the sample's record, as its ``result.json`` holds it:
+    ``status``, ``wall_s``, ``cpu_s``, ``window``, the per-host summary
+    ``hosts``, and ``command`` and ``exit_status`` under user-benchmark.
     """
 
 

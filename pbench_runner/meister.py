@@ -2,9 +2,17 @@
 
 It fetches its configuration from Redis (key ``tm:<host>``), checks that every
 tool's programs are present, reports ready, then follows the actions the
-controller publishes: ``start``, ``stop``, ``send`` (tar the tool data and PUT
-it to the Tool Data Sink), ``sysinfo`` and ``terminate``.  Each action is
-answered with one report for this host.
+controller publishes, answering each with one report for this host:
+
+- ``init``: the persistent tools (pmcd, node_exporter) start, once;
+- ``start``: the transient tools (sar, vmstat, ...) start, then a snapshot of
+  the kernel's counters opens the sample's window;
+- ``stop``: a second snapshot closes it, the transient tools stop, and a
+  persistent tool that died is reported against this sample;
+- ``send``: the sample's data (tools, ``counters.json``) is tarred and PUT to
+  the Tool Data Sink;
+- ``sysinfo``, and ``terminate``: everything stops (the persistent tools once
+  the sink's recorders have their last records).
 
 If the connection to Redis drops, the meister reconnects and reads the
 ``action`` key, so an action published while it was away is not missed.  If
@@ -35,7 +43,7 @@ from typing import Any
 
 import redis
 
-from pbench_runner import __version__, bus, procs
+from pbench_runner import __version__, bus, counters, procs
 from pbench_runner.errors import PbenchError, ProgramMissing, StartupError
 from pbench_runner.heartbeat import Heartbeat
 from pbench_runner.pluginmanager import ToolRegistry, get_plugin_manager, tool_registry
@@ -44,6 +52,9 @@ from pbench_runner.tarballs import pack
 from pbench_runner.tools import Tool, ToolContext, ToolSpec
 
 log = logging.getLogger("pbench.meister")
+
+#: a host's counter snapshots at a sample's start and stop, beside its tools' data
+COUNTERS_FILE = "counters.json"
 
 
 class Terminate(Exception):
@@ -70,6 +81,10 @@ class ToolMeister:
         self.running: dict[str, dict[str, Tool]] = {}
         #: directory -> tools stopped and waiting for ``send``
         self.stopped: dict[str, dict[str, Tool]] = {}
+        #: persistent tools (pmcd, node_exporter): from ``init`` to ``terminate``
+        self.persistent: dict[str, Tool] = {}
+        #: directory -> the counter snapshot that opened its sample
+        self.windows: dict[str, dict[str, Any]] = {}
         self.last_seq = 0
         #: this meister's own scratch directory; None until it exists
         self._workdir: Path | None = None
@@ -106,6 +121,8 @@ class ToolMeister:
             "hostname": socket.gethostname(),
             "version": __version__,
             "tools": sorted(self.specs),
+            # this host's clock minus Redis's: the controller derives the offset
+            "clock_offset": bus.clock_offset(self.client),
         }
         bus.mark_ready(self.client, self.keys, self.host, not errors, info, errors)
         if errors:
@@ -139,6 +156,7 @@ class ToolMeister:
         tb: TracebackType | None,
     ) -> None:
         self._stop_all()
+        self._stop_persistent()
         if self._heartbeat is not None:
             self._heartbeat.__exit__(None, None, None)
         if self._workdir is not None:  # never anything but the directory we made
@@ -227,7 +245,47 @@ class ToolMeister:
     def _tool_dir(self, directory: str) -> Path:
         return self.workdir / _dir_key(directory)
 
+    def _context(self, name: str, group: str, outdir: Path) -> ToolContext:
+        return ToolContext(
+            host=self.host,
+            tool=name,
+            group=group,
+            options=self.config.get("tools", {})[name],
+            outdir=outdir,
+            address=str(self.config.get("tool_address", "127.0.0.1")),
+        )
+
+    def _is_persistent(self, name: str) -> bool:
+        return self.specs[name].collector is not None
+
+    def _start_tools(
+        self, names: list[str], group: str, base: Path, errors: list[str], info: dict[str, Any]
+    ) -> dict[str, Tool]:
+        started: dict[str, Tool] = {}
+        for name in names:
+            try:
+                tool = self.specs[name].factory(self._context(name, group, base / name))
+                facts = tool.start()
+            except Exception as exc:  # a plugin's failure is reported, never fatal
+                errors.append(_tool_error(self.host, name, "start", exc))
+                continue
+            started[name] = tool
+            if facts:
+                info[name] = dict(facts)
+        return started
+
+    def _do_init(self, action: bus.Action, errors: list[str], info: dict[str, Any]) -> None:
+        """Persistent tools start once, for the whole session (pbench's ``init``)."""
+        if self.persistent:
+            errors.append(f"host {self.host}: the persistent tools are already running")
+            return
+        names = [n for n in self.config.get("tools", {}) if self._is_persistent(n)]
+        self.persistent = self._start_tools(
+            names, action.group, self.workdir / "persistent", errors, info
+        )
+
     def _do_start(self, action: bus.Action, errors: list[str], info: dict[str, Any]) -> None:
+        """Transient tools start; the sample's window opens with a counter snapshot."""
         if action.directory in self.running:
             errors.append(f"host {self.host}: tools already started for {action.directory}")
             return
@@ -236,65 +294,40 @@ class ToolMeister:
             # of the run is starting, nor during the first send.
             self._warmed = True
             threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
-        started: dict[str, Tool] = {}
-        self.running[action.directory] = started
+        names = [n for n in self.config.get("tools", {}) if not self._is_persistent(n)]
         base = self._tool_dir(action.directory)
-        for name, options in self.config.get("tools", {}).items():
-            spec = self.specs[name]
-            ctx = ToolContext(
-                host=self.host,
-                tool=name,
-                group=action.group,
-                options=options,
-                outdir=base / name,
-                address=str(self.config.get("tool_address", "127.0.0.1")),
-            )
-            try:
-                tool = spec.factory(ctx)
-                facts = tool.start()
-            except Exception as exc:  # a plugin's failure is reported, never fatal
-                errors.append(_tool_error(self.host, name, "start", exc))
-                continue
-            started[name] = tool
-            if facts:
-                info[name] = dict(facts)
+        base.mkdir(parents=True, exist_ok=True)
+        self.running[action.directory] = self._start_tools(names, action.group, base, errors, info)
+        # Last, so that the window holds the workload and not the tools' start.
+        snap = counters.snapshot()
+        self.windows[action.directory] = snap
+        info["window_start"] = snap["time"]
 
     def _do_stop(self, action: bus.Action, errors: list[str], info: dict[str, Any]) -> None:
         tools = self.running.pop(action.directory, None)
         if tools is None:
             errors.append(f"host {self.host}: no tools were started for {action.directory}")
             return
-
-        def stop(names: list[str]) -> None:
-            for name in names:  # every tool is reached even if one fails
-                try:
-                    tools[name].stop()
-                except Exception as exc:
-                    errors.append(_tool_error(self.host, name, "stop", exc))
-
-        recorded = [n for n in tools if self.specs[n].collector is not None]
-        stop([n for n in tools if n not in recorded])
-        if recorded:
-            # Tools that the sink records (pmcd, node_exporter) stop last, once
-            # the sink's collectors have taken their final records.
-            self._wait_for_collectors(action, errors)
-            stop(recorded)
+        # First, so that the window holds the workload and not the tools' stop.
+        snap = counters.snapshot()
+        info["window_stop"] = snap["time"]
+        start = self.windows.pop(action.directory, None)
+        if start is not None:
+            path = self._tool_dir(action.directory) / COUNTERS_FILE
+            path.write_text(json.dumps({"start": start, "stop": snap}))
+        for name, tool in tools.items():  # every tool is reached even if one fails
+            try:
+                tool.stop()
+            except Exception as exc:
+                errors.append(_tool_error(self.host, name, "stop", exc))
+        for name, tool in self.persistent.items():  # one that died marks this sample
+            check = getattr(tool, "check", None)
+            try:
+                if check is not None:
+                    check()
+            except Exception as exc:
+                errors.append(_tool_error(self.host, name, "run", exc))
         self.stopped[action.directory] = tools
-
-    def _wait_for_collectors(self, action: bus.Action, errors: list[str]) -> None:
-        # the sink's answer is due within the action's deadline: leave it room
-        deadline = time.monotonic() + max(float(action.args.get("timeout", 60.0)) - 5, 1)
-        key = self.keys.collected(action.id)
-        pause = 0.01
-        while not self.client.exists(key):
-            if time.monotonic() > deadline:
-                errors.append(
-                    f"host {self.host}: the Tool Data Sink did not stop its collectors in time; "
-                    "stopping this host's persistent tools anyway"
-                )
-                return
-            time.sleep(pause)
-            pause = min(pause * 1.5, 0.2)  # a hundred hosts ask; Redis is not to be flooded
 
     def _do_send(self, action: bus.Action, errors: list[str], info: dict[str, Any]) -> None:
         if action.directory in self.running:
@@ -316,6 +349,11 @@ class ToolMeister:
             except Exception as exc:
                 errors.append(_tool_error(self.host, name, "postprocess", exc))
         source = self._tool_dir(action.directory)
+        # The host side of persistent tools (their logs) goes with every sample.
+        for name in self.persistent:
+            own = self.workdir / "persistent" / name
+            if own.is_dir():
+                shutil.copytree(own, source / name, dirs_exist_ok=True)
         # The data is dropped only once the sink has it; a failed send can be retried.
         info.update(self._upload(action, source))
         del self.stopped[action.directory]
@@ -333,6 +371,21 @@ class ToolMeister:
 
     def _do_terminate(self, action: bus.Action, errors: list[str], info: dict[str, Any]) -> None:
         errors.extend(self._stop_all())
+        if self.persistent:
+            # The sink's recorders take their last records before the tools go.
+            self._wait_for_collectors(action, errors)
+            errors.extend(self._stop_persistent())
+
+    def _wait_for_collectors(self, action: bus.Action, errors: list[str]) -> None:
+        # the sink's answer is due within the action's deadline: leave it room
+        key = self.keys.collected(action.id)
+        timeout = max(float(action.args.get("timeout", 60.0)) - 2, 1)
+        # a hundred hosts ask; Redis is not to be flooded
+        if not procs.wait_until(lambda: bool(self.client.exists(key)), timeout, interval=0.05):
+            errors.append(
+                f"host {self.host}: the Tool Data Sink did not stop its collectors in time; "
+                "stopping this host's persistent tools anyway"
+            )
 
     def _upload(self, action: bus.Action, source: Path) -> dict[str, Any]:
         from pbench_runner.upload import put_tarball  # requests is slow to import
@@ -356,6 +409,7 @@ class ToolMeister:
         return str(json.loads(raw)["info"]["url"])
 
     def _stop_all(self) -> list[str]:
+        """Stop the transient tools of every sample still running."""
         errors = []
         for directory in list(self.running):
             for name, tool in self.running.pop(directory).items():
@@ -363,6 +417,16 @@ class ToolMeister:
                     tool.stop()
                 except Exception as exc:
                     errors.append(_tool_error(self.host, name, "stop", exc))
+        return errors
+
+    def _stop_persistent(self) -> list[str]:
+        errors = []
+        tools, self.persistent = self.persistent, {}
+        for name, tool in tools.items():
+            try:
+                tool.stop()
+            except Exception as exc:
+                errors.append(_tool_error(self.host, name, "stop", exc))
         return errors
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -21,10 +21,30 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "pbench_runner.tools"
 
 
+#: the one plugin manager of this process (pluggy's own advice: one per program)
+_PM: pluggy.PluginManager | None = None
+
+
 def get_plugin_manager(extra: Iterable[str] = ()) -> pluggy.PluginManager:
-    """A plugin manager with every installed plugin and the modules in ``extra``."""
-    pm = pluggy.PluginManager("pbench_runner")
-    pm.add_hookspecs(hookspecs)
+    """This process's plugin manager: every installed plugin, and the modules
+    in ``extra`` (imported and registered on first mention)."""
+    global _PM
+    if _PM is None:
+        pm = pluggy.PluginManager("pbench_runner")
+        pm.add_hookspecs(hookspecs)
+        _load_entry_points(pm)
+        _PM = pm
+    for name in extra:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            raise UsageError(f"cannot import plugin module {name!r}: {exc}") from exc
+        if not _PM.is_registered(module):
+            _PM.register(module, name=name)
+    return _PM
+
+
+def _load_entry_points(pm: pluggy.PluginManager) -> None:
     for entry in _entry_points(ENTRY_POINT_GROUP):
         if pm.get_plugin(entry.name) is not None or pm.is_blocked(entry.name):
             continue
@@ -38,14 +58,6 @@ def get_plugin_manager(extra: Iterable[str] = ()) -> pluggy.PluginManager:
                 f"{type(exc).__name__}: {exc}; fix or uninstall it"
             ) from exc
         pm.register(plugin, name=entry.name)
-    for name in extra:
-        try:
-            module = importlib.import_module(name)
-        except ImportError as exc:
-            raise UsageError(f"cannot import plugin module {name!r}: {exc}") from exc
-        if not pm.is_registered(module):
-            pm.register(module, name=name)
-    return pm
 
 
 def _entry_points(group: str) -> Iterable[Any]:
@@ -81,9 +93,10 @@ def tool_registry(pm: pluggy.PluginManager) -> ToolRegistry:
     specs: dict[str, ToolSpec] = {}
     owners: dict[str, str] = {}
     aliases: dict[str, str] = {}
-    for impl in pm.hook.pbench_tool_specs.get_hookimpls():
-        owner = impl.plugin_name
-        provided = cast("Sequence[ToolSpec]", impl.function() or ())
+    for owner, call in per_plugin(pm, "pbench_tool_specs"):
+        # a hook call answers a list: this plugin's one answer, if any
+        answers = cast("list[Sequence[ToolSpec]]", call())
+        provided = [spec for answer in answers for spec in answer or ()]
         for spec in provided:
             for name in (spec.name, *spec.aliases):
                 if name in owners:
@@ -97,20 +110,36 @@ def tool_registry(pm: pluggy.PluginManager) -> ToolRegistry:
     return ToolRegistry(specs=specs, aliases=aliases)
 
 
-def notify(pm: pluggy.PluginManager, hook: str, **kwargs: Any) -> list[str]:
-    """Call every implementation of a broadcast hook; one that raises never stops the others.
+def per_plugin(pm: pluggy.PluginManager, hook: str, **kwargs: Any) -> Iterator[tuple[str, Any]]:
+    """Call ``hook`` through pluggy once per plugin that implements it; yield
+    each plugin's name and a callable that makes its call.
 
-    pluggy stops at the first implementation that raises, so each is called
-    here on its own.  Returns a message per failing implementation (also logged).
+    Each call goes through its own subset of the hook caller
+    (``PluginManager.subset_hook_caller``), so pluggy checks it against the
+    spec and every hook wrapper wraps it, and the caller learns whose answer
+    (or exception) it has.  Plugins are taken in pluggy's order.
+    """
+    impls = getattr(pm.hook, hook).get_hookimpls()
+    plugins = [i.plugin for i in impls if not (i.hookwrapper or i.wrapper)]
+    for plugin in reversed(plugins):  # pluggy's own order: last registered first
+        others = [p for p in plugins if p is not plugin]
+        caller = pm.subset_hook_caller(hook, remove_plugins=others)
+        yield pm.get_name(plugin) or "?", lambda caller=caller: caller(**kwargs)
+
+
+def broadcast(pm: pluggy.PluginManager, hook: str, **kwargs: Any) -> list[str]:
+    """Call a broadcast hook through pluggy; one observer that raises never
+    stops the others (pluggy ends a call at the first implementation that
+    raises, so each plugin is called on its own, see :func:`per_plugin`).
+
+    Returns a message per failing plugin; the traceback goes to the log.
     """
     problems = []
-    caller = getattr(pm.hook, hook)
-    for impl in reversed(caller.get_hookimpls()):
-        args = {name: kwargs[name] for name in impl.argnames if name in kwargs}
+    for name, call in per_plugin(pm, hook, **kwargs):
         try:
-            impl.function(**args)
+            call()
         except Exception as exc:  # an observer's bug must not break the run
-            msg = f"plugin {impl.plugin_name}: {hook} raised {type(exc).__name__}: {exc}"
-            log.warning("%s", msg)
+            msg = f"plugin {name}: {hook} raised {type(exc).__name__}: {exc}"
+            log.warning("%s", msg, exc_info=True)
             problems.append(msg)
     return problems

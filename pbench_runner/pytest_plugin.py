@@ -1,9 +1,11 @@
 """The pytest plugin behind ``pbench run`` (entry point ``pytest11``: ``pbench``).
 
-It is inert in an ordinary pytest run.  ``pbench run`` turns it on with
-``--pbench-run`` and makes pytest collect ``bench_*.py`` files, ``bench_*``
-functions and ``Bench*`` classes; then every collected benchmark is run for
-its samples, each sample wrapped in start-tools / stop-tools / send-tools.
+It only declares the ``pbench`` marker and the ``sample`` fixture: it is inert
+in an ordinary pytest run.  ``pbench run`` calls ``pytest.main`` with its own
+session object (:class:`~pbench_runner.benchsession.BenchSession`) as a plugin
+and makes pytest collect ``bench_*.py`` files, ``bench_*`` functions and
+``Bench*`` classes; then every collected benchmark is run for its samples,
+each sample wrapped in start-tools / stop-tools / send-tools.
 Discovery, fixtures, ``conftest.py``, ``parametrize``, markers, ``-k``,
 ``-x``, ``--junitxml`` and ``-p`` all stay pytest's own.
 """
@@ -25,31 +27,8 @@ MARKER = (
 )
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("pbench", "pbench benchmark runner (set by `pbench run`)")
-    group.addoption("--pbench-run", action="store_true", help="run benchmarks with tools")
-    group.addoption("--pbench-run-dir", default=None, help="the run directory")
-    group.addoption("--pbench-samples", type=int, default=3, help="samples per benchmark")
-    group.addoption("--pbench-warmup", type=int, default=0, help="unrecorded runs first")
-    group.addoption("--pbench-tool-group", default="default", help="tools around samples")
-    group.addoption(
-        "--pbench-on-host-failure", default="abort", help="abort or continue without a lost host"
-    )
-    group.addoption("--pbench-config", default="", help="a name for this configuration")
-    group.addoption("--pbench-sysinfo", default="default", help="sysinfo at start and end")
-    group.addoption("--pbench-timeout", type=float, default=None, help="per-sample timeout")
-    group.addoption("--pbench-json", default=None, help="also write the results here")
-    group.addoption("--pbench-plugin", action="append", default=[], help="pbench plugins")
-    group.addoption("--pbench-result-file", default=None, help="write the result dir's path here")
-    group.addoption("--pbench-no-progress", action="store_true", help="no progress display")
-
-
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER)
-    if config.getoption("pbench_run"):
-        from pbench_runner.benchsession import BenchSession
-
-        config.pluginmanager.register(BenchSession(config), "pbench-session")
 
 
 @pytest.fixture

@@ -7,11 +7,14 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pbench_runner.config import project_settings, run_dir
 from pbench_runner.errors import UsageError
 from pbench_runner.exitcodes import ExitCode
+
+if TYPE_CHECKING:
+    from pbench_runner.benchsession import BenchOptions
 
 #: discovery defaults, overridable in [tool.pbench] or pbench.toml
 DISCOVERY = {"files": "bench_*.py", "functions": "bench_*", "classes": "Bench*"}
@@ -102,17 +105,10 @@ def _is(value: Any, kind: type) -> bool:
 
 
 def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
+    """pytest's command line: discovery patterns, then the user's own arguments."""
     settings = project_settings()
     found = {key: str(settings.get(key, default)) for key, default in DISCOVERY.items()}
     argv = [
-        "--pbench-run",
-        f"--pbench-run-dir={run_dir(args.run_dir)}",
-        f"--pbench-samples={args.samples}",
-        f"--pbench-warmup={args.warmup}",
-        f"--pbench-tool-group={args.tool_group}",
-        f"--pbench-on-host-failure={args.on_host_failure}",
-        f"--pbench-config={args.config}",
-        f"--pbench-sysinfo={args.sysinfo}",
         "-o",
         f"python_files={found['files']}",
         "-o",
@@ -120,24 +116,40 @@ def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
         "-o",
         f"python_classes={found['classes']}",
     ]
-    if args.timeout:
-        argv.append(f"--pbench-timeout={args.timeout}")
-    if args.no_progress:
-        argv.append("--pbench-no-progress")
-    if args.json_path:
-        argv.append(f"--pbench-json={Path(args.json_path).absolute()}")
-    argv.append(f"--pbench-result-file={args.result_file}")
     for plugin in args.plugins:
-        argv += ["-p", plugin, f"--pbench-plugin={plugin}"]
+        argv += ["-p", plugin]
     return [*argv, *extra, *(args.paths or ["benchmarks"])]
 
 
-def run(args: argparse.Namespace, extra: list[str]) -> int:
-    import tempfile
+def session_options(args: argparse.Namespace) -> BenchOptions:
+    from pbench_runner.benchsession import SCRIPT, BenchOptions
+    from pbench_runner.config import load_remote
+    from pbench_runner.run import RunOptions
 
+    return BenchOptions(
+        run=RunOptions(
+            script=SCRIPT,
+            run_dir=run_dir(args.run_dir),
+            group=args.tool_group,
+            config=args.config,
+            sysinfo=args.sysinfo,
+            plugins=list(args.plugins),
+            remote=load_remote(),
+            on_host_failure=args.on_host_failure,
+            json_path=Path(args.json_path).absolute() if args.json_path else None,
+        ),
+        samples=args.samples,
+        warmup=args.warmup,
+        timeout=args.timeout,
+        progress=not args.no_progress,
+    )
+
+
+def run(args: argparse.Namespace, extra: list[str]) -> int:
     import pytest
 
     from pbench_runner import compare
+    from pbench_runner.benchsession import PYTEST_STATUS, BenchSession
 
     if args.fail_on and not args.compare:
         raise UsageError("--fail-on needs a baseline to compare with: --compare=BASELINE")
@@ -160,6 +172,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         from pbench_runner.results import server_settings
 
         server_settings(None, None)  # no server or token: say so before running anything
+    session = BenchSession(session_options(args))
     terminated = []
 
     def on_sigterm(signum: int, frame: object) -> None:
@@ -169,15 +182,12 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        with tempfile.NamedTemporaryFile(prefix="pbench-run-", suffix=".txt") as marker:
-            args.result_file = marker.name
-            status = int(pytest.main(pytest_args(args, extra)))
-            told = Path(marker.name).read_text().splitlines()
-            result_dir = Path(told[0].strip() if told else ".")
-            infrastructure = "infrastructure" in told[1:]
-            host_lost = "stopped" in told[1:]  # the run stopped itself: a host was lost
+        status = int(pytest.main(pytest_args(args, extra), plugins=[session]))
     finally:
         signal.signal(signal.SIGTERM, previous)
+    result_dir = session.result_dir
+    infrastructure = session.run.infrastructure
+    host_lost = session.run.host_lost  # the run stopped itself: a host was lost
     if terminated:
         return ExitCode.TERMINATED
     uploaded: int = ExitCode.OK
@@ -205,15 +215,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
                 print(f"pbench: regression: {message}", file=sys.stderr)
             if failed and status == 0:
                 return ExitCode.REGRESSION
-    mapping: dict[int, int] = {
-        pytest.ExitCode.OK: ExitCode.OK,
-        pytest.ExitCode.TESTS_FAILED: ExitCode.BENCHMARK_FAILED,
-        pytest.ExitCode.INTERRUPTED: ExitCode.INTERRUPTED,
-        pytest.ExitCode.INTERNAL_ERROR: ExitCode.INFRASTRUCTURE_ERROR,
-        pytest.ExitCode.USAGE_ERROR: ExitCode.USAGE_ERROR,
-        pytest.ExitCode.NO_TESTS_COLLECTED: ExitCode.USAGE_ERROR,
-    }
-    final = mapping.get(status, ExitCode.INFRASTRUCTURE_ERROR)
+    final = PYTEST_STATUS.get(status, ExitCode.INFRASTRUCTURE_ERROR)
     if (infrastructure and final in (ExitCode.OK, ExitCode.USAGE_ERROR)) or (
         host_lost and final == ExitCode.INTERRUPTED
     ):

@@ -116,6 +116,11 @@ def _action(rdir: Path, args: argparse.Namespace, name: str) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     _, answer = _ask(rdir, args, {"verb": name, "directory": str(directory)})
     _check(answer)
+    if name == "send":  # what every host did during the sample
+        from pbench_runner.benchreport import host_lines
+
+        for line in host_lines(answer.get("result", {}).get("hosts", {})):
+            print(line)
     return ExitCode.OK
 
 

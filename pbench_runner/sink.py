@@ -38,8 +38,9 @@ from pbench_runner import bus, cpserver, procs
 from pbench_runner.collectors import Collectors
 from pbench_runner.commandtool import ToolFailed
 from pbench_runner.heartbeat import Heartbeat
-from pbench_runner.pluginmanager import get_plugin_manager, notify, tool_registry
+from pbench_runner.pluginmanager import broadcast, get_plugin_manager, tool_registry
 from pbench_runner.sinkhttp import DataAPI, Upload
+from pbench_runner.tools import SampleWindow
 
 log = logging.getLogger("pbench.sink")
 
@@ -57,8 +58,10 @@ class Tracker:
     lost: dict[str, str] = field(default_factory=dict)
     #: the sink's own errors (its collectors), by host or ``bus.SINK``
     sink_errors: dict[str, list[str]] = field(default_factory=dict)
-    #: a start action's collectors have been started
+    #: an init action's collectors have been started
     collecting: bool = False
+    #: a send action's slicing of the persistent tools' data, while it runs
+    slicing: threading.Thread | None = None
 
     def add(self, report: bus.Report) -> None:
         if report.host in self.expected:
@@ -67,6 +70,10 @@ class Tracker:
 
     def outstanding(self) -> list[str]:
         return sorted(self.expected - self.reports.keys() - self.lost.keys())
+
+    def done(self) -> bool:
+        slicing = self.slicing is not None and self.slicing.is_alive()
+        return not slicing and not self.outstanding()
 
     def result(self, timed_out: bool = False) -> bus.Result:
         hosts = {host: list(rep.errors) for host, rep in self.reports.items()}
@@ -166,7 +173,7 @@ class ToolDataSink:
             return self.uploads.get(action_id)
 
     def data_received(self, host: str, directory: Path, kind: str) -> None:
-        notify(self.pm, "pbench_tool_data_received", host=host, directory=directory, kind=kind)
+        broadcast(self.pm, "pbench_tool_data_received", host=host, directory=directory, kind=kind)
 
     # --- the Redis loop ----------------------------------------------------------
 
@@ -225,13 +232,15 @@ class ToolDataSink:
             )
         timeout = float(action.args.get("timeout", 60.0))
         self.tracker = Tracker(action, self.hosts, time.monotonic() + timeout)
-        if action.action == "stop":
+        if action.action == "terminate":
             # The hosts stop their persistent tools only once this key says
             # that recording is over, so the last records are not lost.
-            self.tracker.sink_errors.update(self.collectors.stop(action.directory))
-            self.client.set(self.keys.collected(action.id), "1", ex=3600)
-        elif action.action == "terminate":
             self.tracker.sink_errors.update(self.collectors.stop_all())
+            self.client.set(self.keys.collected(action.id), "1", ex=3600)
+        elif action.action == "send" and "window" in action.args and self.collectors.running:
+            # The sample's window of the persistent tools' data is cut while
+            # the hosts pack and send theirs.
+            self.tracker.slicing = self._slice(action)
         for report in self.early.pop(action.id, []):
             self.tracker.add(report)
         if action.action in ("send", "sysinfo"):
@@ -243,6 +252,21 @@ class ToolDataSink:
                     hosts=self.hosts,
                 )
         log.info("action %s %s %s", action.action, action.group, action.directory)
+
+    def _slice(self, action: bus.Action) -> threading.Thread:
+        """Cut the sample's window of every collector's data, in a thread."""
+        tracker = self.tracker
+        assert tracker is not None
+        window = SampleWindow.from_json(action.args["window"])
+        tool_dir = Path(action.directory) / f"tools-{action.group}"
+
+        def work() -> None:
+            for host, errs in self.collectors.slice(window, tool_dir).items():
+                tracker.sink_errors.setdefault(host, []).extend(errs)
+
+        thread = threading.Thread(target=work, name="slice", daemon=True)
+        thread.start()
+        return thread
 
     def _on_report(self, report: bus.Report) -> None:
         if self.tracker is not None and report.id == self.tracker.action.id:
@@ -268,7 +292,7 @@ class ToolDataSink:
         tracker = self.tracker
         if tracker is None:
             return
-        if not tracker.outstanding():
+        if tracker.done():
             self._finish(timed_out=False)
         elif time.monotonic() >= tracker.deadline:
             self._finish(timed_out=True)
@@ -276,8 +300,8 @@ class ToolDataSink:
     def _finish(self, timed_out: bool, reason: str = "") -> None:
         assert self.tracker is not None
         action = self.tracker.action
-        if action.action == "start" and not self.tracker.collecting:
-            # Every host that answered has its tools up: now record them.
+        if action.action == "init" and not self.tracker.collecting:
+            # Every host that answered has its persistent tools up: record them.
             self.tracker.collecting = True
             reports, unreachable = self._through_tunnels(self.tracker.reports)
             errors = self.collectors.start(action.directory, action.group, reports)

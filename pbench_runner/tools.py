@@ -89,6 +89,18 @@ class Tool(Protocol):
         """Write machine-readable forms of the raw data into ``ctx.outdir``."""
 
 
+class PersistentTool(Tool, Protocol):
+    """A persistent tool's host side (pmcd, node_exporter): it runs from
+    ``tool-meister-start`` to ``tool-meister-stop``, across every sample."""
+
+    def check(self) -> None:
+        """Raise :class:`~pbench_runner.commandtool.ToolFailed` if it has died.
+
+        Called as every sample stops, so that a sample during which the tool
+        died is marked.
+        """
+
+
 ToolFactory = Callable[[ToolContext], Tool]
 
 
@@ -113,29 +125,85 @@ class CollectorContext:
 
     tool: str
     group: str
-    #: ``<sample>/tools-<group>``: per-host data goes in ``<host>/<tool>/``
+    #: ``<result>/tools-<group>``: the whole run's data, per host in ``<host>/<tool>/``
     tool_dir: Path
     #: every host that runs the tool, in host order
     targets: Sequence[Target]
 
 
+@dataclass(frozen=True)
+class SampleWindow:
+    """When one sample ran, in seconds since the epoch.
+
+    ``start`` and ``stop`` are read on the controller (the sink's clock: the
+    sink runs there); ``hosts`` holds the same two instants as each host's
+    meister read them on its own clock, right where it took its counter
+    snapshots.  ``offsets`` is each host's clock minus the controller's,
+    measured when the meisters started.
+    """
+
+    start: float
+    stop: float
+    hosts: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    offsets: Mapping[str, float] = field(default_factory=dict)
+
+    def on(self, host: str) -> tuple[float, float]:
+        """The window on ``host``'s clock (the controller's, shifted, if it did not say)."""
+        if host in self.hosts:
+            return self.hosts[host]
+        offset = self.offsets.get(host, 0.0)
+        return self.start + offset, self.stop + offset
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "start": self.start,
+            "stop": self.stop,
+            "hosts": {h: list(w) for h, w in sorted(self.hosts.items())},
+            "offsets": dict(sorted(self.offsets.items())),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SampleWindow:
+        return cls(
+            start=float(data["start"]),
+            stop=float(data["stop"]),
+            hosts={h: (float(w[0]), float(w[1])) for h, w in data.get("hosts", {}).items()},
+            offsets={h: float(o) for h, o in data.get("offsets", {}).items()},
+        )
+
+
 class Collector(Protocol):
-    """Runs on the Tool Data Sink while a persistent tool runs on the hosts.
+    """Runs on the Tool Data Sink for the whole session while a persistent
+    tool runs on the hosts.
 
     pmlogger records each host's pmcd; Prometheus scrapes every host's
-    node_exporter.  ``start`` is called once every host has started its
-    tools; ``stop`` as soon as the stop action arrives.
+    node_exporter.  As pbench's Tool Meister does, persistent tools start
+    once, when the meisters start (``tool-meister-start``), and stop once,
+    at ``tool-meister-stop``; each sample then takes its window of their data
+    with :meth:`slice`.
     """
 
     def start(self) -> Sequence[Exception] | None:
-        """Begin recording from every target into ``ctx.tool_dir``.
+        """Begin recording every target, for the whole run, into ``ctx.tool_dir``.
 
-        Return the errors of targets that could not be recorded (the others
-        keep recording); raise only when nothing was started.
+        Called once every host has started its persistent tools.  Return only
+        when the first record of every target is taken (a sample that starts
+        right after must be covered).  Return the errors of targets that could
+        not be recorded (the others keep recording); raise only when nothing
+        was started.
+        """
+
+    def slice(self, window: SampleWindow, tool_dir: Path) -> Sequence[Exception] | None:
+        """Write each target's data for ``window`` into ``tool_dir/<host>/<tool>/``.
+
+        ``tool_dir`` is the sample's ``tools-<group>``.  Called once the
+        sample's tools have stopped, with the recording still going; what is
+        written starts at the last record at or before the window's start.
+        Return the errors of targets whose recorder has died; must not raise.
         """
 
     def stop(self) -> Sequence[Exception] | None:
-        """Stop recording and leave the data readable, within a bounded time.
+        """Stop recording and leave the whole run's data readable, within a bounded time.
 
         Return the errors of targets whose recording failed (a recorder that
         had died); must not raise for a dead one.

@@ -193,7 +193,7 @@ def _doc(n: int) -> dict[str, object]:
                 "nodeid": "1-default",
                 "status": "ok",
                 "metrics": {
-                    "duration_s": {"unit": "s", "higher_is_better": False, "values": values}
+                    "wall_s": {"unit": "s", "higher_is_better": False, "values": values}
                 },
                 "hosts": {},
             }

@@ -21,6 +21,7 @@ def main() -> int:
     args = parser.parse_args()
     runs = [
         ["lifecycle.py", "--meisters", "1,8,32", "--rounds", "10" if args.quick else "30"],
+        ["counters_cost.py", "--calls", "200" if args.quick else "1000"],
         ["sink_ingest.py", "--size-mib", "256" if args.quick else "1024"],
         ["overhead.py", "--repeat", "2" if args.quick else "5"],
         ["run_overhead.py", "--repeat", "1" if args.quick else "3"],

@@ -1,7 +1,9 @@
 """What ``pbench run`` adds around each sample of a no-op benchmark.
 
 Runs a suite of one empty benchmark with 1 and with --samples N samples, with
-the light tool set and with no tools; the per-sample overhead is the
+no tools, with the light tool set, and with the light set plus the persistent
+tools (pcp, node_exporter: they run for the whole session, so a sample pays
+only for its counter snapshots and its slice of their data); the per-sample overhead is the
 difference in wall time divided by N - 1.  Medians over --repeat runs.
 
     python perf/run_overhead.py [--samples 21] [--repeat 3]
@@ -29,9 +31,13 @@ def main() -> None:
         (base / "bench_noop.py").write_text("def bench_noop(sample):\n    pass\n")
         env = {**os.environ, "PBENCH_RUN_DIR": str(base / "run")}
         row: dict[str, object] = {"benchmark": "run_overhead_per_sample", "samples": args.samples}
-        for label, group in (("no_tools", "empty"), ("light_tools", "light")):
-            if group == "light":
-                timed_pbench(env, "register-tool-set", "light", "--group=light", cwd=base)
+        groups = (("no_tools", "empty"), ("light_tools", "light"), ("persistent_tools", "both"))
+        for label, group in groups:
+            if group in ("light", "both"):
+                timed_pbench(env, "register-tool-set", "light", f"--group={group}", cwd=base)
+            if group == "both":
+                for tool in ("pcp", "node_exporter"):
+                    timed_pbench(env, "register-tool", f"--name={tool}", "--group=both", cwd=base)
             per_sample = []
             for _ in range(args.repeat):
                 one = timed_pbench(

@@ -122,7 +122,7 @@ def make_result(
             when = start + dt.timedelta(seconds=10 * n + k)
             rows.append(f"{when.isoformat()}+00:00,1,0,1000,{10 + 5 * k},{k},{88 - 6 * k},0")
         (vmstat / "vmstat.csv").write_text("\n".join(rows) + "\n")
-        result = {"exit_status": 0, "duration_s": seconds, "cpu_s": seconds / 10}
+        result = {"exit_status": 0, "wall_s": seconds, "cpu_s": seconds / 10}
         (sample / "result.json").write_text(json.dumps(result))
         samples.append({"sample": n, **result})
     sysinfo = root / "sysinfo" / "beg" / host

@@ -89,8 +89,8 @@ def test_move_results_sends_a_real_run_which_the_server_lists_and_removes_it_her
     one = server.get(f"/api/v1/datasets/{ds['id']}", token).json()
     (it,) = one["iterations"]
     assert it["command"] == "sleep 1"
-    assert it["metrics"]["duration_s"]["summary"]["n"] == 2
-    assert 1.0 <= it["metrics"]["duration_s"]["summary"]["mean"] < 3.0
+    assert it["metrics"]["wall_s"]["summary"]["n"] == 2
+    assert 1.0 <= it["metrics"]["wall_s"]["summary"]["mean"] < 3.0
     assert "cpu_busy_pct" in it["hosts"][local_hostname()]
     assert set(one["sysinfo"]) == {"beg", "end"}
     series = server.get(f"/api/v1/datasets/{ds['id']}/series", token).json()

@@ -93,7 +93,7 @@ def test_upload_answers_201_with_id_and_location_then_200_for_the_same_tarball(
     assert one["controller"] == "ctl1"
     assert one["hosts"] == ["node1"] and one["tools"] == ["vmstat"]
     (it,) = one["iterations"]
-    assert it["metrics"]["duration_s"]["summary"]["mean"] == pytest.approx(1.0)
+    assert it["metrics"]["wall_s"]["summary"]["mean"] == pytest.approx(1.0)
     assert it["hosts"]["node1"]["cpu_busy_pct"]["peak"] == pytest.approx(36.0)
     assert server.leftovers() == []
 
@@ -320,7 +320,7 @@ def test_compare_answers_the_table_of_pbench_compare(
     resp = server.get("/api/v1/compare", alice, ids=",".join(ids))
     assert resp.status_code == 200, resp.text
     (found,) = resp.json()["comparisons"]
-    duration = next(ch for ch in found["changes"] if ch["metric"] == "duration_s")
+    duration = next(ch for ch in found["changes"] if ch["metric"] == "wall_s")
     assert duration["pct"] == pytest.approx(100.0)
     assert duration["significant"] is True
     assert duration["verdict"] == "worse"  # twice as long
@@ -328,8 +328,8 @@ def test_compare_answers_the_table_of_pbench_compare(
     header, *lines = found["table"]
     assert header.split() == ["benchmark", "metric", "base", "new", "change", "noise"]
     assert len(lines) == len(found["changes"])
-    (line,) = [line for line in lines if " duration_s " in line]
-    assert line.split()[1:] == ["duration_s", "1", "2", "+100.0%", "worse"]
+    (line,) = [line for line in lines if " wall_s " in line]
+    assert line.split()[1:] == ["wall_s", "1", "2", "+100.0%", "worse"]
     assert server.get("/api/v1/compare", alice, ids=ids[0]).status_code == 400
 
 
@@ -479,8 +479,8 @@ def test_malformed_metadata_gets_400_naming_what_is_wrong(
         "host-not-object": (lambda m: m["tools"]["hosts"].update(node1="x"), "'node1'"),
         "samples-not-list": (lambda m: m["iterations"][0].update(samples="x"), "samples"),
         "duration-a-string": (
-            lambda m: m["iterations"][0]["samples"][0].update(duration_s="fast"),
-            "duration_s",
+            lambda m: m["iterations"][0]["samples"][0].update(wall_s="fast"),
+            "wall_s",
         ),
     }
     for name, (spoil, said) in cases.items():

@@ -128,7 +128,8 @@ def check_metadata(metadata: Any, name: str) -> None:
         for sample in samples:
             if not isinstance(sample, dict) or sample.get("exit_status") != 0:
                 continue
-            for key in ("duration_s", "cpu_s"):
+            # wall_s since the one run protocol; duration_s in older results
+            for key in ("wall_s" if "wall_s" in sample else "duration_s", "cpu_s"):
                 value = sample.get(key)
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     raise NotAResult(
@@ -200,7 +201,13 @@ def iterations(
         return [
             {
                 "name": str(it.get("name", "")),
-                "nodeid": str(it.get("nodeid", it.get("name", ""))),
+                "nodeid": str(it.get("nodeid") or it.get("name", "")),
+                # user-benchmark's command (a list since the one run protocol)
+                **(
+                    {"command": " ".join(map(str, cmd)) if isinstance(cmd, list) else str(cmd)}
+                    if (cmd := it.get("command")) is not None
+                    else {}
+                ),
                 "status": str(it.get("status", "")),
                 "metrics": _metrics(it.get("metrics")),
                 "hosts": _hosts(it.get("hosts")),
@@ -224,7 +231,9 @@ def iterations(
                 "command": it.get("user_script", ""),
                 "status": "ok" if samples and len(ok) == len(samples) else "failed",
                 "metrics": {
-                    "duration_s": _metric("s", False, [float(s["duration_s"]) for s in ok]),
+                    "wall_s": _metric(
+                        "s", False, [float(s["wall_s"] if "wall_s" in s else s["duration_s"]) for s in ok]
+                    ),
                     "cpu_s": _metric("s", False, [float(s["cpu_s"]) for s in ok]),
                 },
                 "hosts": combine(
@@ -261,13 +270,17 @@ def _metrics(value: Any) -> dict[str, Any]:
     return found
 
 
-def _hosts(value: Any) -> dict[str, dict[str, dict[str, float]]]:
-    """A ``result.json``'s per-host summary, keeping only measures with a number mean and peak."""
+def _hosts(value: Any) -> dict[str, dict[str, dict[str, float | None]]]:
+    """A ``result.json``'s per-host summary, keeping only measures with a number
+    mean; a peak is a number or None (a sample too short for one)."""
     return {
         str(host): {
-            str(m): {"mean": stat["mean"], "peak": stat["peak"]}
+            str(m): {
+                "mean": stat["mean"],
+                "peak": stat["peak"] if _number(stat.get("peak")) else None,
+            }
             for m, stat in measures.items()
-            if isinstance(stat, dict) and _number(stat.get("mean")) and _number(stat.get("peak"))
+            if isinstance(stat, dict) and _number(stat.get("mean"))
         }
         for host, measures in (value if isinstance(value, dict) else {}).items()
         if isinstance(measures, dict)

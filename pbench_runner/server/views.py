@@ -53,14 +53,18 @@ def _dict(value: Any) -> dict[str, Any]:
 
 
 def _measure(stat: Any) -> str:
-    """A host's mean (and peak) of one measure; an empty cell when they are not numbers."""
+    """A host's mean (and peak, when the sample was long enough for one) of one
+    measure; an empty cell when the mean is not a number."""
     mean, peak = _dict(stat).get("mean"), _dict(stat).get("peak")
-    if not isinstance(mean, (int, float)) or not isinstance(peak, (int, float)):
+    if not isinstance(mean, (int, float)):
         return "<td></td>"
-    return (
-        f'<td class="num">{esc(fmt_number(float(mean)))} '
-        f'<span class="muted">(peak {esc(fmt_number(float(peak)))})</span></td>'
+    shown = (
+        f' <span class="muted">(peak {esc(fmt_number(float(peak)))})</span>'
+        if isinstance(peak, (int, float))
+        else ""
     )
+    return f'<td class="num">{esc(fmt_number(float(mean)))}{shown}</td>'
+
 
 
 class Pages:

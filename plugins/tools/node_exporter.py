@@ -1,19 +1,52 @@
 """``node_exporter`` (alias ``node-exporter``): a persistent tool with Prometheus.
 
-On each host the meister starts ``prometheus-node-exporter`` on a free port
-with the collectors chosen by ``--collectors``; the port reaches the sink in
-the meister's start report.  On the Tool Data Sink one ``prometheus``
-scrapes every host's exporter at the tool's interval (each series labelled
-``host=<name>``) and keeps its TSDB in ``tools-<group>/_prometheus/data``.
-Before Prometheus is shut down, the collector asks it for each host's CPU,
-memory, disk and network activity over the sample and writes
-``tools-<group>/<host>/node_exporter/activity.csv``.
+Life cycle: as in pbench's Tool Meister, the exporters and Prometheus run for
+the whole session, not around each sample.  Each host's meister starts
+``prometheus-node-exporter`` on a free port, with the collectors chosen by
+``--collectors``, when the meisters start and stops it when they stop;
+:meth:`NodeExporterTool.check` says, as each sample stops, whether it died
+meanwhile.  On the Tool Data Sink one ``prometheus`` scrapes every host's
+exporter at the tool's interval (each series labelled ``host=<name>``) for
+the whole run.  :meth:`PrometheusCollector.start` returns once every host has
+been scraped (Prometheus hands new targets to its scrapers only every 5 s, a
+cost now paid once per run).  After every sample
+:meth:`PrometheusCollector.slice` exports the raw samples of each host's
+series over the sample's window and writes ``activity.csv`` from them.
+:meth:`PrometheusCollector.stop` has Prometheus snapshot its whole TSDB
+(head included) into blocks, then stops it.
+
+Layout::
+
+    <result>/tools-<group>/_prometheus/       the whole run, every host
+        prometheus.yml prometheus.log
+        tsdb/                                 the snapshot: TSDB blocks
+    <result>/tools-<group>/<host>/node_exporter/
+        node_exporter.log node_exporter.cmd   (the host's own)
+    <sample>/tools-<group>/<host>/node_exporter/   one sample
+        series.json    every series of the host, as /api/v1/query answers a
+                       range selector: its samples from the last one at or
+                       before the sample's start to its stop
+        activity.csv   one row per interval between two scrapes
+
+Read the TSDB with ``promtool tsdb list|dump <...>/_prometheus/tsdb``, or
+serve it: ``prometheus --storage.tsdb.path=<copy of tsdb> --config.file=/dev/null``.
+Prometheus works in ``_prometheus/data`` while it runs; that directory is
+removed once the snapshot is in ``tsdb/``, which then holds every sample
+(``data/`` would only repeat them as a write-ahead log that only a Prometheus
+started on it reads, at twice the disk space).  When the snapshot fails,
+``data/`` is kept and the failure reported.
+
+Scrapes are stamped by Prometheus, on the sink's clock, so a sample's window
+is taken as the controller read it (``window.start``, ``window.stop``).
+``activity.csv`` holds CPU busy %, memory used (MemTotal - MemAvailable),
+disk and network throughput and load; each row is the rate between two
+consecutive scrapes, as PCP's ``activity.csv`` is between two records.
 """
 
 from __future__ import annotations
 
 import json
-import logging
+import shutil
 import signal
 import time
 import urllib.parse
@@ -21,15 +54,22 @@ import urllib.request
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
-from pbench_runner import hookimpl, procs
+from pbench_runner import hookimpl
 from pbench_runner.bus import SINK
+from pbench_runner.commandtool import ToolFailed
 from pbench_runner.daemon import Daemon
 from pbench_runner.hostsummary import write_activity
-from pbench_runner.tools import CollectorContext, ToolContext, ToolOption, ToolSpec, positive_int
-
-log = logging.getLogger(__name__)
+from pbench_runner.tools import (
+    CollectorContext,
+    SampleWindow,
+    ToolContext,
+    ToolOption,
+    ToolSpec,
+    positive_int,
+)
 
 EXPORTER = "prometheus-node-exporter"
 #: where the one Prometheus of a group keeps its data, beside the hosts' directories
@@ -37,16 +77,8 @@ SHARED_DIR = "_prometheus"
 #: seconds Prometheus may take to hand its targets to the scrapers
 DISCOVERY_DELAY = 5
 DEFAULT_COLLECTORS = "cpu,meminfo,diskstats,netdev,loadavg,stat,vmstat,filesystem"
-#: activity.csv column -> PromQL, by host; ``{w}`` is the rate window
-_ACTIVITY_QUERIES: Mapping[str, str] = {
-    "cpu_busy_pct": '100 * (1 - avg by (host) (rate(node_cpu_seconds_total{{mode="idle"}}[{w}])))',
-    "mem_used_mib": "(node_memory_MemTotal_bytes - node_memory_MemAvailable_bytes) / 1048576",
-    "disk_kib_s": "sum by (host) (rate(node_disk_read_bytes_total[{w}])"
-    " + rate(node_disk_written_bytes_total[{w}])) / 1024",
-    "net_kib_s": 'sum by (host) (rate(node_network_receive_bytes_total{{device!="lo"}}[{w}])'
-    ' + rate(node_network_transmit_bytes_total{{device!="lo"}}[{w}])) / 1024',
-    "load1": "node_load1",
-}
+#: seconds the snapshot of the TSDB may take at the end of a run
+SNAPSHOT_TIMEOUT = 60.0
 
 
 def collector_list(text: str) -> str:
@@ -59,7 +91,7 @@ def collector_list(text: str) -> str:
 
 
 class NodeExporterTool:
-    """The host side: node_exporter from start to stop."""
+    """The host side: node_exporter, from ``tool-meister-start`` to ``tool-meister-stop``."""
 
     def __init__(self, ctx: ToolContext) -> None:
         self.ctx = ctx
@@ -89,12 +121,17 @@ class NodeExporterTool:
         if self.daemon is not None:
             self.daemon.stop()
 
+    def check(self) -> None:
+        """Raise :class:`ToolFailed` (naming the host and the tool) if the exporter has died."""
+        if self.daemon is not None:
+            self.daemon.check()
+
     def postprocess(self) -> None:
         """The exporter keeps nothing; Prometheus on the sink holds the data."""
 
 
 class PrometheusCollector:
-    """The sink side: one Prometheus that scrapes every host's node_exporter."""
+    """The sink side: one Prometheus that scrapes every host's node_exporter for the whole run."""
 
     def __init__(self, ctx: CollectorContext) -> None:
         self.ctx = ctx
@@ -103,9 +140,14 @@ class PrometheusCollector:
         self.interval = min(int(t.options.get("interval", 3)) for t in ctx.targets)
         # Errors of the one Prometheus are the sink's, not one host's.
         self.daemon = Daemon(SINK, ctx.tool, "prometheus", self.dir / "prometheus.log")
-        self.began = 0.0
 
-    def start(self) -> None:
+    def start(self) -> list[Exception]:
+        """Start Prometheus; return once every host is scraped, or its error when it is not.
+
+        The wait is bounded (DISCOVERY_DELAY + 3 intervals + 10 s, at most
+        45 s); a host that is not scraped by then is reported, and Prometheus
+        keeps trying it.
+        """
         self.dir.mkdir(parents=True, exist_ok=True)
         config = self.dir / "prometheus.yml"
         config.write_text(json.dumps(self._config(), indent=2) + "\n")  # JSON is YAML
@@ -116,14 +158,32 @@ class PrometheusCollector:
                 f"--config.file={config}",
                 f"--storage.tsdb.path={self.dir / 'data'}",
                 f"--web.listen-address=127.0.0.1:{port}",
+                "--web.enable-admin-api",  # for the snapshot at stop
                 "--storage.tsdb.retention.time=100y",
                 "--log.level=warn",
             ]
 
-        self.began = time.time()
         self.daemon.start(
             argv, ready=lambda port: _get(f"http://127.0.0.1:{port}/-/ready") is not None
         )
+        timeout = min(DISCOVERY_DELAY + 3 * self.interval + 10, 45)
+        deadline = time.monotonic() + timeout
+        waiting = {t.host for t in self.ctx.targets}
+        while waiting and self.daemon.alive() and time.monotonic() < deadline:
+            waiting -= self._scraped()
+            if waiting:
+                time.sleep(0.1)
+        if not self.daemon.alive():
+            self.daemon.stop()  # raises: Prometheus itself died, so nothing was started
+        return [
+            ToolFailed(
+                t.host,
+                self.ctx.tool,
+                f"Prometheus did not scrape its node_exporter at {t.endpoint} within {timeout:g} s",
+            )
+            for t in self.ctx.targets
+            if t.host in waiting
+        ]
 
     def _config(self) -> dict[str, Any]:
         return {
@@ -142,73 +202,163 @@ class PrometheusCollector:
             ],
         }
 
-    def _url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.daemon.port}{path}"
+    def _url(self, path: str, **params: str) -> str:
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        return f"http://127.0.0.1:{self.daemon.port}{path}{query}"
 
-    def stop(self) -> None:
-        try:
-            if self.daemon.alive():
-                self._wait_for_scrapes()
-                self._write_activity()
-        finally:
-            self.daemon.stop(sig=signal.SIGTERM, timeout=30.0)  # SIGTERM: a clean shutdown
+    def _scraped(self) -> set[str]:
+        """The hosts Prometheus has scraped successfully at least once."""
+        answer = _get(self._url("/api/v1/query", query='max_over_time(up{job="node"}[1d]) == 1'))
+        return {
+            item["metric"].get("host") for item in (answer or {}).get("data", {}).get("result", [])
+        }
 
-    def _wait_for_scrapes(self) -> None:
-        """Wait (bounded) until every host was scraped 3 times: 2 rates at least.
+    def slice(self, window: SampleWindow, tool_dir: Path) -> list[Exception]:
+        """Each host's series over ``window`` and its activity, into ``tool_dir/<host>/node_exporter/``.
 
-        Prometheus hands new targets to its scrapers only every 5 s, so a
-        sample shorter than that would otherwise have no data at all.
+        One query for every host: the raw samples of every series from two
+        intervals before the start to the stop, cut at the last sample at or
+        before the start.
         """
-        # Generous, as a loaded machine delays the first scrapes well past
-        # DISCOVERY_DELAY, but within the hosts' wait for the collectors.
-        timeout = min(DISCOVERY_DELAY + 3 * self.interval + 15, 45)
-        query = urllib.parse.urlencode({"query": 'count_over_time(up{job="node"}[1d])'})
-
-        def scraped() -> bool:
-            answer = _get(self._url(f"/api/v1/query?{query}")) or {}
-            counts = {
-                item["metric"].get("host"): float(item["value"][1])
-                for item in answer.get("data", {}).get("result", [])
-            }
-            return all(counts.get(t.host, 0) >= 3 for t in self.ctx.targets)
-
-        if not procs.wait_until(scraped, timeout, interval=0.1):
-            log.warning("not every host was scraped 3 times before the deadline")
-
-    def _write_activity(self) -> None:
-        """Ask Prometheus for every host's activity over the sample."""
-        end = time.time() + self.interval  # the last step must follow the last scrape
-        window = f"{3 * self.interval}s"
-        series: dict[str, dict[float, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
-        for column, query in _ACTIVITY_QUERIES.items():
-            params = urllib.parse.urlencode(
-                {
-                    "query": query.format(w=window),
-                    "start": f"{self.began:.3f}",
-                    "end": f"{end:.3f}",
-                    "step": f"{self.interval}s",
-                }
+        try:
+            self.daemon.check()
+        except ToolFailed as exc:
+            return [exc]
+        start, stop = window.start, window.stop  # Prometheus stamps scrapes on the sink's clock
+        reach = max(stop - start, 0.0) + 2 * self.interval + 1
+        query = f'{{job="node"}}[{int(reach * 1000)}ms]'
+        answer = _get(self._url("/api/v1/query", query=query, time=f"{stop:.3f}"), timeout=30.0)
+        if not answer or answer.get("status") != "success":
+            return [ToolFailed(SINK, self.ctx.tool, f"Prometheus did not answer {query}: {answer}")]
+        by_host: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for series in answer.get("data", {}).get("result", []):
+            values = series.get("values", [])
+            # from the last sample at or before the start
+            first = max((i for i, (t, _) in enumerate(values) if t <= start), default=0)
+            by_host[series["metric"].get("host", "")].append(
+                {"metric": series["metric"], "values": values[first:]}
             )
-            answer = _get(self._url(f"/api/v1/query_range?{params}"))
-            if not answer:
-                continue
-            for item in answer.get("data", {}).get("result", []):
-                host = item.get("metric", {}).get("host")
-                for stamp, value in item.get("values", []):
-                    if host:
-                        series[host][float(stamp)][column] = float(value)
         for target in self.ctx.targets:
-            rows = [
-                {"timestamp": _iso(stamp), **values}
-                for stamp, values in sorted(series.get(target.host, {}).items())
-            ]
-            write_activity(self.ctx.tool_dir / target.host / self.ctx.tool / "activity.csv", rows)
+            outdir = tool_dir / target.host / self.ctx.tool
+            outdir.mkdir(parents=True, exist_ok=True)
+            series = by_host.get(target.host, [])
+            export = {
+                "status": "success",
+                "data": {"resultType": "matrix", "result": series},
+                # what was asked (the series of this host, cut at the start)
+                "query": query,
+                "time": stop,
+                "host": target.host,
+                "window": {"start": start, "stop": stop},
+            }
+            # dumps, not dump: only dumps uses the C encoder (ten times faster)
+            (outdir / "series.json").write_text(json.dumps(export, separators=(",", ":")))
+            write_activity(outdir / "activity.csv", _activity_rows(series))
+        return []
+
+    def stop(self) -> list[Exception]:
+        """Snapshot the whole TSDB into ``_prometheus/tsdb``, then stop Prometheus."""
+        errors: list[Exception] = []
+        snapshot: Path | None = None
+        if self.daemon.alive():
+            try:
+                snapshot = self._snapshot()
+            except (OSError, ValueError, KeyError) as exc:
+                errors.append(
+                    ToolFailed(
+                        SINK,
+                        self.ctx.tool,
+                        f"Prometheus could not snapshot its TSDB ({exc}); it is kept in {self.dir / 'data'}",
+                    )
+                )
+        try:
+            self.daemon.stop(sig=signal.SIGTERM, timeout=30.0)  # SIGTERM: a clean shutdown
+        except ToolFailed as exc:
+            errors.append(exc)
+        if snapshot is not None:
+            try:
+                snapshot.rename(self.dir / "tsdb")
+            except OSError as exc:
+                errors.append(
+                    ToolFailed(SINK, self.ctx.tool, f"cannot keep the snapshot {snapshot}: {exc}")
+                )
+            else:
+                shutil.rmtree(self.dir / "data", ignore_errors=True)
+        return errors
+
+    def _snapshot(self) -> Path:
+        """Have Prometheus write every sample (its head too) as blocks; return their directory."""
+        request = urllib.request.Request(
+            self._url("/api/v1/admin/tsdb/snapshot", skip_head="false"), method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=SNAPSHOT_TIMEOUT) as resp:
+            answer = json.loads(resp.read())
+        return self.dir / "data" / "snapshots" / str(answer["data"]["name"])
 
 
-def _get(url: str) -> dict[str, Any] | None:
+def _activity_rows(series: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per interval between two scrapes of a host, stamped with the later one.
+
+    The same measures as the PromQL ``100 * (1 - avg(rate(node_cpu_seconds_total{mode="idle"})))``,
+    ``node_memory_MemTotal_bytes - node_memory_MemAvailable_bytes``, the rates
+    of the disks' read and written bytes, of every interface's but lo's
+    received and transmitted bytes, and ``node_load1``.
+    """
+    #: scrape time -> measure -> summed rates (or a gauge's value)
+    rows: dict[float, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for item in series:
+        labels = item["metric"]
+        name = labels.get("__name__", "")
+        if name == "node_cpu_seconds_total" and labels.get("mode") == "idle":
+            measure = "idle"
+        elif name in ("node_disk_read_bytes_total", "node_disk_written_bytes_total"):
+            measure = "disk"
+        elif (
+            name in ("node_network_receive_bytes_total", "node_network_transmit_bytes_total")
+            and labels.get("device") != "lo"
+        ):
+            measure = "net"
+        elif name in ("node_memory_MemTotal_bytes", "node_memory_MemAvailable_bytes", "node_load1"):
+            for stamp, value in item["values"][1:]:
+                rows[float(stamp)][name] = float(value)
+            continue
+        else:
+            continue
+        points = [(float(t), float(v)) for t, v in item["values"]]
+        for (then, old), (now, new) in zip(points, points[1:]):
+            if now > then:
+                # a counter that went back was reset: it counted ``new`` since
+                rows[now][measure] += (new - old if new >= old else new) / (now - then)
+                rows[now][f"{measure}_n"] += 1
+    out = []
+    for stamp, row in sorted(rows.items()):
+        total, available = (
+            row.get("node_memory_MemTotal_bytes"),
+            row.get("node_memory_MemAvailable_bytes"),
+        )
+        out.append(
+            {
+                "timestamp": datetime.fromtimestamp(stamp, timezone.utc).isoformat(
+                    timespec="seconds"
+                ),
+                "cpu_busy_pct": min(100.0, max(0.0, 100.0 * (1 - row["idle"] / row["idle_n"])))
+                if row.get("idle_n")
+                else None,
+                "mem_used_mib": None
+                if total is None or available is None
+                else (total - available) / 1048576,
+                "disk_kib_s": row["disk"] / 1024 if row.get("disk_n") else None,
+                "net_kib_s": row["net"] / 1024 if row.get("net_n") else None,
+                "load1": row.get("node_load1"),
+            }
+        )
+    return out
+
+
+def _get(url: str, timeout: float = 5.0) -> dict[str, Any] | None:
     """GET a Prometheus URL on loopback; None when it does not answer 200."""
     try:
-        with urllib.request.urlopen(url, timeout=5.0) as resp:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             body = resp.read()
     except OSError:
         return None
@@ -217,10 +367,6 @@ def _get(url: str) -> dict[str, Any] | None:
     except ValueError:
         return {}
     return answer if isinstance(answer, dict) else {}
-
-
-def _iso(stamp: float) -> str:
-    return datetime.fromtimestamp(stamp, timezone.utc).isoformat(timespec="seconds")
 
 
 @hookimpl

@@ -33,14 +33,14 @@ def pbench_sample_started(run_id: str, sample_dir: Path, group: str) -> None:
 
 @hookimpl
 def pbench_tools_stopped(run_id: str, sample_dir: Path, group: str) -> None:
-    _record("tools_stopped", sample=sample_dir.name)
+    _record("tools_stopped", sample=sample_dir.name, group=group)
 
 
 @hookimpl
 def pbench_sample_finished(
     run_id: str, sample_dir: Path, group: str, result: Mapping[str, Any]
 ) -> None:
-    _record("sample_finished", sample=sample_dir.name, exit_status=result["exit_status"])
+    _record("sample_finished", sample=sample_dir.name, group=group, status=result["status"])
 
 
 @hookimpl
