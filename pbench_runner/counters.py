@@ -281,7 +281,7 @@ def summarize_cpu(start: Snapshot, stop: Snapshot, seconds: float) -> dict[str, 
         return None
     hz = int(stop.get("user_hz") or start.get("user_hz") or 100)
     per_cpu: dict[str, float | None] = {}
-    for name in sorted(set(a) & set(b) - {"cpu"}, key=lambda n: int(n[3:] or 0)):
+    for name in sorted(set(a) & set(b) - {"cpu"}, key=lambda n: (len(n), n)):
         busy, total = _cpu_jiffies(a[name], b[name])
         per_cpu[name] = 100 * busy / total if total else None
     ncpu = len(per_cpu) or 1
@@ -312,7 +312,7 @@ def summarize_cpu(start: Snapshot, stop: Snapshot, seconds: float) -> dict[str, 
         "busy_pct": busy_pct,
         "cpu_seconds": cpu_seconds,
         "cpu_seconds_source": source,
-        "resolution_s": resolution,
+        "counter_unit_s": resolution,
         "ncpu": ncpu,
         "user_hz": hz,
         "jiffies": {"busy": busy, "total": total},

@@ -55,6 +55,8 @@ log = logging.getLogger("pbench.meister")
 
 #: a host's counter snapshots at a sample's start and stop, beside its tools' data
 COUNTERS_FILE = "counters.json"
+#: seconds a sample's start waits at most for its transient tools to settle
+SETTLE = 0.5
 
 
 class Terminate(Exception):
@@ -83,13 +85,14 @@ class ToolMeister:
         self.stopped: dict[str, dict[str, Tool]] = {}
         #: persistent tools (pmcd, node_exporter): from ``init`` to ``terminate``
         self.persistent: dict[str, Tool] = {}
+        #: the uploader's import, started at init
+        self._warming: threading.Thread | None = None
         #: directory -> the counter snapshot that opened its sample
         self.windows: dict[str, dict[str, Any]] = {}
         self.last_seq = 0
         #: this meister's own scratch directory; None until it exists
         self._workdir: Path | None = None
         self._heartbeat: Heartbeat | None = None
-        self._warmed = False
 
     # --- setup -------------------------------------------------------------
 
@@ -279,6 +282,10 @@ class ToolMeister:
         if self.persistent:
             errors.append(f"host {self.host}: the persistent tools are already running")
             return
+        # Import the uploader now, while the session starts: neither inside the
+        # first sample's window nor during the first send.
+        self._warming = threading.Thread(target=_warm_up, name="warm-up", daemon=True)
+        self._warming.start()
         names = [n for n in self.config.get("tools", {}) if self._is_persistent(n)]
         self.persistent = self._start_tools(
             names, action.group, self.workdir / "persistent", errors, info
@@ -289,15 +296,19 @@ class ToolMeister:
         if action.directory in self.running:
             errors.append(f"host {self.host}: tools already started for {action.directory}")
             return
-        if not self._warmed:
-            # Import the uploader while the benchmark runs: not while every part
-            # of the run is starting, nor during the first send.
-            self._warmed = True
-            threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
         names = [n for n in self.config.get("tools", {}) if not self._is_persistent(n)]
         base = self._tool_dir(action.directory)
         base.mkdir(parents=True, exist_ok=True)
         self.running[action.directory] = self._start_tools(names, action.group, base, errors, info)
+        # The tools' own start-up (execs, first readings) is not the workload's:
+        # the window opens once they have settled (bounded, so a busy tool
+        # cannot hold the sample).
+        pids = [f["pid"] for n in names if isinstance(f := info.get(n), dict) and "pid" in f]
+        if not procs.wait_quiet(pids, SETTLE):
+            log.info("the tools of %s were still busy after %g s", action.directory, SETTLE)
+        if self._warming is not None:  # nor the uploader's import
+            self._warming.join(timeout=SETTLE)
+            self._warming = None
         # Last, so that the window holds the workload and not the tools' start.
         snap = counters.snapshot()
         self.windows[action.directory] = snap

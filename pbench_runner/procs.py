@@ -16,7 +16,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -168,8 +168,8 @@ def group_alive(pgid: int) -> bool:
     return any(pid_alive(pid) for pid in pids_in_group(pgid))
 
 
-def pids_in_group(pgid: int) -> list[int]:
-    pids = []
+def _stats() -> Iterator[tuple[int, list[str]]]:
+    """Every process's ``/proc/<pid>/stat`` fields after its name: state, ppid, pgrp, ..."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -178,9 +178,38 @@ def pids_in_group(pgid: int) -> list[int]:
                 fields = fh.read().rpartition(")")[2].split()
         except OSError:
             continue
-        if len(fields) > 2 and int(fields[2]) == pgid:
-            pids.append(int(entry))
-    return pids
+        if len(fields) > 12:
+            yield int(entry), fields
+
+
+def pids_in_group(pgid: int) -> list[int]:
+    return [pid for pid, fields in _stats() if int(fields[2]) == pgid]
+
+
+def wait_quiet(pgids: Iterable[int], timeout: float, interval: float = 0.005) -> bool:
+    """Wait until every process of the groups ``pgids`` sleeps and has stopped
+    using CPU (the same CPU time at two polls in a row); False past ``timeout``.
+
+    A tool just started (a fork and a few execs, its first reading) would
+    otherwise spend its start-up inside the sample it is to watch.
+    """
+    groups = {str(g) for g in pgids}
+    if not groups:
+        return True
+    last = -1
+
+    def quiet() -> bool:
+        nonlocal last
+        busy, ticks = False, 0
+        for _, fields in _stats():
+            if fields[2] in groups:
+                ticks += int(fields[11]) + int(fields[12])
+                busy = busy or fields[0] in ("R", "D")
+        settled = not busy and ticks == last
+        last = ticks
+        return settled
+
+    return wait_until(quiet, timeout, interval)
 
 
 def stop(

@@ -10,6 +10,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -263,25 +264,35 @@ def _child_cpu_seconds(seconds: float) -> tuple[float, dict[str, Any]]:
     return child, counters.summarize(start, stop)
 
 
+def _others_cpu_seconds(seconds: float) -> float:
+    """The host's CPU seconds while this process sleeps for ``seconds``: other work."""
+    start = counters.snapshot()
+    time.sleep(seconds)
+    return float(counters.summarize(start, counters.snapshot())["cpu"]["cpu_seconds"])
+
+
 @pytest.mark.parametrize("seconds", [0.2, 0.05])
 def test_cpu_seconds_match_a_child_process_cpu_time(seconds: float) -> None:
     """The host's CPU seconds over a CPU-bound child's life are the child's own
-    CPU time (rusage), within 15 %; other work on the host can only add, so a
-    few tries are allowed for a quiet moment."""
-    tries = []
+    CPU time (rusage), within 15 %.  Other work on the host can only add: a few
+    tries are allowed for a quiet moment, and a host kept busy by others (as
+    measured while this process sleeps) skips the test."""
+    tries, quiet = [], 0
     for _ in range(5):
         child, summary = _child_cpu_seconds(seconds)
         cpu = summary["cpu"]
-        tries.append((child, cpu["cpu_seconds"], cpu["cpu_seconds_source"]))
+        tries.append((round(child, 4), round(cpu["cpu_seconds"], 4), cpu["cpu_seconds_source"]))
         assert cpu["cpu_seconds"] >= 0.85 * child, tries
         # the same figure as busy % of the window's CPU capacity
         capacity = summary["seconds"] * cpu["ncpu"]
         assert cpu["busy_pct"] == pytest.approx(min(100, 100 * cpu["cpu_seconds"] / capacity))
         if abs(cpu["cpu_seconds"] - child) <= 0.15 * child:
-            break
-    else:
-        pytest.fail(f"never within 15 %: (child s, host s, source) = {tries}")
-    print(tries)
+            return
+        others = _others_cpu_seconds(summary["seconds"])
+        quiet += others <= 0.05 * child
+    if not quiet:
+        pytest.skip(f"the host is busy with other work: (child s, host s, source) = {tries}")
+    pytest.fail(f"never within 15 %: (child s, host s, source) = {tries}")
 
 
 def _block_backed(directory: Path) -> bool:

@@ -4,6 +4,7 @@ the tools' rows within the sample only, and the samples of an iteration combined
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,7 @@ def _snap(at: float, busy: int, idle: int, avail_kb: int, written_sectors: int) 
     }
 
 
-def _sar_cpu(rows: list[tuple[float, float]]) -> str:
+def _sar_cpu(rows: Sequence[tuple[float, float]]) -> str:
     """sar-cpu.csv as the sysstat plugin writes it: (seconds after T0, % busy)."""
     lines = ["hostname,interval,timestamp,CPU,%usr,%iowait,%idle"]
     for at, busy in rows:
@@ -68,7 +69,7 @@ def _sar_cpu(rows: list[tuple[float, float]]) -> str:
 def _sample(
     parent: Path,
     seconds: float,
-    sar_rows: list[tuple[float, float]],
+    sar_rows: Sequence[tuple[float, float]],
     busy_ticks: int,
     name: str = "sample1",
 ) -> Path:

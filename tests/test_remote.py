@@ -421,9 +421,21 @@ def test_pbench_run_records_the_remote_hosts_around_every_sample(  # type: ignor
     result = latest_result(run_dir)
     (bench,) = [p for p in result.iterdir() if p.is_dir() and p.name.endswith("bench_nap")]
     for n in (1, 2):
+        record = json.loads((bench / f"sample{n}" / "result.json").read_text())
         for host in REMOTES:
             csv = bench / f"sample{n}" / "tools-default" / host / "vmstat" / "vmstat.csv"
             assert csv.stat().st_size > 0, csv
+            # the same per-host summary as a local host: from its own counters,
+            # over its own window, its clock's offset known
+            start, stop = record["window"]["hosts"][host]
+            assert 2.2 <= stop - start < 4, (start, stop)
+            assert host in record["window"]["offsets"]
+            summary = record["hosts"][host]
+            assert summary["cpu_busy_pct"]["source"]["mean"] == "counters"
+            assert summary["mem_used_mib"]["definition"] == "MemTotal - MemAvailable"
+            assert summary["mem_used_mib"]["mean"] > 0
+            # its network namespace has an interface of its own (not lo)
+            assert summary["net_kib_s"]["per_interface"], summary["net_kib_s"]
     assert not _nothing_left(lab, 5)
     assert not _runs_left(lab)
 
