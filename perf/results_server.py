@@ -192,9 +192,7 @@ def _doc(n: int) -> dict[str, object]:
                 "name": "1-default",
                 "nodeid": "1-default",
                 "status": "ok",
-                "metrics": {
-                    "wall_s": {"unit": "s", "higher_is_better": False, "values": values}
-                },
+                "metrics": {"wall_s": {"unit": "s", "higher_is_better": False, "values": values}},
                 "hosts": {},
             }
         ],

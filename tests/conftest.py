@@ -6,9 +6,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -74,6 +76,23 @@ def pbench(run_dir: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
         return proc
 
     return run
+
+
+def one_sample(ctl: Any, directory: Path, seconds: float) -> None:
+    """start → ``seconds`` → stop → send through a Controller, with the sample
+    window the run protocol passes to send (so collectors cut their slice)."""
+    from pbench_runner.tools import SampleWindow
+
+    started = ctl.run_action("start", directory)
+    began = time.time()
+    time.sleep(seconds)
+    ended = time.time()
+    stopped = ctl.run_action("stop", directory)
+    hosts = {
+        h: (started.info[h]["window_start"], stopped.info[h]["window_stop"]) for h in ctl.hosts
+    }
+    window = SampleWindow(began, ended, hosts, ctl.clock_offsets)
+    ctl.run_action("send", directory, {"window": window.to_json()})
 
 
 def running(fragment: str) -> bool:

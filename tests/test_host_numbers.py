@@ -85,12 +85,17 @@ def test_200_mb_written_in_under_a_second_are_counted_on_the_host(  # type: igno
 def test_memory_used_means_the_same_whichever_tool_measured_it(  # type: ignore[no-untyped-def]
     pbench, run_dir: Path
 ) -> None:
-    """sar, PCP and node_exporter each give the peak; all mean MemTotal - MemAvailable."""
-    peaks: dict[str, float] = {}
-    means = []
+    """sar, PCP and node_exporter each give the peak; all mean MemTotal - MemAvailable.
+
+    Each tool's peak is set against the counters' reading of the same sample:
+    page cache counted as used (PCP's mem.util.used, sar's kbmemused) would
+    put it hundreds of MiB or more away.
+    """
     for tool in ("sar", "pcp", "node_exporter"):
         group = f"only-{tool}"
-        pbench("register-tool", f"--name={tool}", f"--group={group}", "--", "--interval=1", check=True)
+        pbench(
+            "register-tool", f"--name={tool}", f"--group={group}", "--", "--interval=1", check=True
+        )
         proc = pbench(
             "user-benchmark", f"--tool-group={group}", "--sysinfo=none", "--", "sleep", "3.5"
         )
@@ -98,10 +103,6 @@ def test_memory_used_means_the_same_whichever_tool_measured_it(  # type: ignore[
         (sample,) = _samples(latest_result(run_dir), "1-default")
         mem = sample["hosts"][HOST]["mem_used_mib"]
         assert mem["definition"] == "MemTotal - MemAvailable"
-        assert mem["peak"] is not None, (tool, mem)
-        assert mem["source"]["peak"] == tool, mem
-        peaks[tool] = mem["peak"]
-        means.append(mem["mean"])
-    # one meaning: every tool's figure within 64 MiB (and 10 %) of the counters'
-    for tool, peak in peaks.items():
-        assert abs(peak - statistics.fmean(means)) < max(64, 0.1 * peak), (tool, peaks, means)
+        assert mem["source"] == {"mean": "counters", "peak": tool}, mem
+        low, high = sorted((mem["start"], mem["stop"]))
+        assert low - 32 <= mem["peak"] <= high + 32, (tool, mem)

@@ -70,7 +70,9 @@ def test_every_verb_fires_the_same_hooks_in_the_same_order(  # type: ignore[no-u
     try:
         for n in (1, 2):
             for verb in ("start-tools", "stop-tools", "send-tools"):
-                pbench(verb, f"--dir={session / f'sample{n}'}", check=True)
+                done = pbench(verb, f"--dir={session / f'sample{n}'}", check=True)
+            # send-tools tells what every host did during the sample
+            assert f"host {HOST}: CPU busy %" in done.stdout, done.stdout
     finally:
         pbench("tool-meister-stop", "--sysinfo=none", check=True)
     sequences["lifecycle verbs"] = _events(events)
@@ -102,7 +104,17 @@ def test_user_benchmark_and_run_write_the_same_records(  # type: ignore[no-untyp
         assert (result / "tool-registration" / "default.json").exists(), result
         assert (result / "metadata.log").exists() and (result / "result.json").exists()
         sample = json.loads((result / iteration / "sample1" / "result.json").read_text())
-        for key in ("sample", "status", "start", "end", "wall_s", "cpu_s", "tools", "window", "hosts"):
+        for key in (
+            "sample",
+            "status",
+            "start",
+            "end",
+            "wall_s",
+            "cpu_s",
+            "tools",
+            "window",
+            "hosts",
+        ):
             assert key in sample, (result.name, key)
         assert sample["status"] == "ok" and sample["tools"] == "default"
         window = sample["window"]

@@ -34,7 +34,7 @@ from pbench_runner.remote.tunnel import Tunnel
 from pbench_runner.session import all_sessions
 from pbench_runner.sink import ToolDataSink
 from pbench_runner.toolstore import HostTools, ToolGroup, local_hostname
-from tests.conftest import latest_result
+from tests.conftest import latest_result, one_sample
 from tests.live_output import wait_for_vmstat_rows
 from tests.sshlab import SSHLab, _keygen, lab_or_skip
 
@@ -320,10 +320,7 @@ def test_pcp_and_node_exporter_on_remote_hosts_are_recorded_by_the_sink(
     group = ToolGroup("default", {h: HostTools(tools=dict(tools)) for h in (HOST, *REMOTES)})
     sample = tmp_path / "s1"
     with Controller(group, tmp_path / "tm", remote=lab.options(mode=mode)) as ctl:
-        ctl.run_action("start", sample)
-        time.sleep(3)
-        ctl.run_action("stop", sample)
-        ctl.run_action("send", sample)
+        one_sample(ctl, sample, 3)
     for host in (HOST, *REMOTES):
         pcp = sample / "tools-default" / host / "pcp"
         archives = list(pcp.glob("*.meta*"))

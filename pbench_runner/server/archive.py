@@ -232,7 +232,9 @@ def iterations(
                 "status": "ok" if samples and len(ok) == len(samples) else "failed",
                 "metrics": {
                     "wall_s": _metric(
-                        "s", False, [float(s["wall_s"] if "wall_s" in s else s["duration_s"]) for s in ok]
+                        "s",
+                        False,
+                        [float(s["wall_s"] if "wall_s" in s else s["duration_s"]) for s in ok],
                     ),
                     "cpu_s": _metric("s", False, [float(s["cpu_s"]) for s in ok]),
                 },

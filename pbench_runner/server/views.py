@@ -66,7 +66,6 @@ def _measure(stat: Any) -> str:
     return f'<td class="num">{esc(fmt_number(float(mean)))}{shown}</td>'
 
 
-
 class Pages:
     """Mounted at ``/``."""
 

@@ -222,14 +222,20 @@ class PrometheusCollector:
         """
         try:
             self.daemon.check()
+            self._slice(window, tool_dir)
         except ToolFailed as exc:
             return [exc]
+        except Exception as exc:
+            return [ToolFailed(SINK, self.ctx.tool, f"cannot export the sample's series: {exc}")]
+        return []
+
+    def _slice(self, window: SampleWindow, tool_dir: Path) -> None:
         start, stop = window.start, window.stop  # Prometheus stamps scrapes on the sink's clock
         reach = max(stop - start, 0.0) + 2 * self.interval + 1
         query = f'{{job="node"}}[{int(reach * 1000)}ms]'
         answer = _get(self._url("/api/v1/query", query=query, time=f"{stop:.3f}"), timeout=30.0)
         if not answer or answer.get("status") != "success":
-            return [ToolFailed(SINK, self.ctx.tool, f"Prometheus did not answer {query}: {answer}")]
+            raise ToolFailed(SINK, self.ctx.tool, f"Prometheus did not answer {query}: {answer}")
         by_host: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for series in answer.get("data", {}).get("result", []):
             values = series.get("values", [])
@@ -254,7 +260,6 @@ class PrometheusCollector:
             # dumps, not dump: only dumps uses the C encoder (ten times faster)
             (outdir / "series.json").write_text(json.dumps(export, separators=(",", ":")))
             write_activity(outdir / "activity.csv", _activity_rows(series))
-        return []
 
     def stop(self) -> list[Exception]:
         """Snapshot the whole TSDB into ``_prometheus/tsdb``, then stop Prometheus."""

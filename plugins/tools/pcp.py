@@ -17,30 +17,32 @@ Layout::
 
     <result>/tools-<group>/<host>/pcp/     the whole run
         <host>.0 <host>.index <host>.meta      pmlogger's archive
-        pmlogger.config pmlogger.log           (pmcd.log: the host's own)
+        pmlogger.config pmlogger.log
     <sample>/tools-<group>/<host>/pcp/     one sample
-        <host>.0 <host>.index <host>.meta      the records from the last one at or
-                                               before the sample's start on
-        activity.csv                           one row per interval between records
+        <host>.0 <host>.index <host>.meta      the sample's records (below)
+        activity.csv                           one row per interval between two
+                                               records, stamped with the later
 
 PCP's own tools (``pmdumplog``, ``pmrep``, ``pmchart``) read both archives.
-Records carry the time of the host's pmcd, so a sample's window is taken on
-that host's clock (:meth:`SampleWindow.on`).  A sample's archive runs to the
-window's stop and, as ``pmlogextract`` does, one record past it when pmlogger
-has already written that one; a window shorter than an interval still has the
-record before its start.
+A sample's archive holds the records from the last one at or before the
+sample's start to its stop, and, as ``pmlogextract -T`` does, the first one
+after the stop when pmlogger has written it by then; a window shorter than an
+interval still has the record before its start.  Records carry the time of
+the host's pmcd, so the window is taken on that host's clock
+(:meth:`SampleWindow.on`).
 
 Reading a live archive: pmlogger (PCP 6) writes every record with one
-unbuffered write, so there is nothing to flush (``pmlc``'s ``flush`` is kept
-for compatibility only) and every record at or before the window's stop is on
-disk when the slice is taken.  A record that is half written as
-``pmlogextract`` reaches it lies past the window; pmlogextract then warns and
-keeps the records before it.  A failed extraction is tried once more.  The
-time of the last record at or before the start is looked up first
-(``pmdumplog -S -T`` on the live archive), so the slice starts exactly there
-whatever the jitter of pmlogger's fetches.  ``activity.csv`` is computed from
-``pmdumplog``'s values of the slice (a C program, a few ms; ``pmrep``, a
-Python program, costs some 50 ms per call).
+unbuffered write as soon as pmcd has answered, so there is nothing to flush
+(``pmlc``'s ``flush`` is kept for compatibility only): when the slice is
+taken, every record up to the stop is on disk but for one whose fetch was
+still under way in the last moments before it.  A record that is half
+written as ``pmlogextract`` reaches it is left out with a warning, the
+records before it kept.  A failed extraction is tried once more.  The time of
+the last record at or before the start is looked up first (``pmdumplog -S
+-T`` on the live archive), so the slice starts exactly there whatever the
+jitter of pmlogger's fetches.  ``activity.csv`` is computed from
+``pmdumplog``'s values of the slice: a C program, a few ms (``pmrep``, a
+Python program, costs some 50 ms a call).
 """
 
 from __future__ import annotations
@@ -511,7 +513,9 @@ def _first_record(archive: Path) -> dict[str, str] | None:
     """The units of the activity metrics ``archive`` holds, once it holds a record
     of the host's metrics (not only the prologue pmlogger writes first); else None."""
     try:
-        units, records = _parse_dump(_run(["pmdumplog", "-x", "-d", "-m", "-Z", "UTC", str(archive)]))
+        units, records = _parse_dump(
+            _run(["pmdumplog", "-x", "-d", "-m", "-Z", "UTC", str(archive)])
+        )
     except (OSError, RuntimeError, subprocess.SubprocessError):
         return None  # not there yet, or a record half written
     if not any(not _prologue(m) for _, values in records for m in values):
