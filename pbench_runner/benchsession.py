@@ -176,7 +176,7 @@ class BenchSession:
             wall = rec.wall_s if rec is not None else math.nan
             self.progress.sample_done("ok" if ok else "failed", wall, counted=kind == "sample")
             if run.host_lost:
-                lost = ", ".join(sorted(h for c in run._controllers() for h in c.missing))
+                lost = ", ".join(sorted(h for c in run.controllers() for h in c.missing))
                 pyfuncitem.session.shouldstop = f"pbench: host {lost} lost; run stopped"
         run.collect_sysinfo("end", sysinfo, base=iteration.directory, group=group)
         iteration.finish("failed" if failure is not None else None)

@@ -112,14 +112,8 @@ class Daemon:
 
     def check(self) -> None:
         """Raise :class:`ToolFailed` if the program has died by itself (it stays stopped)."""
-        died = None if self.proc is None else self.proc.poll()
-        if died is not None:
-            raise ToolFailed(
-                self.host,
-                self.tool,
-                f"{self.program} died while it should have been running (exit status {died})",
-                procs.tail(self.log_path),
-            )
+        if self.proc is not None:
+            self._raise_if_died(self.proc.poll())
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
         """Stop the program; raise :class:`ToolFailed` if it had died by itself."""
@@ -129,11 +123,14 @@ class Daemon:
         procs.stop(self.proc, sig=sig, timeout=timeout)
         self._close()
         self.proc = None
-        if died is not None:
+        self._raise_if_died(died)
+
+    def _raise_if_died(self, status: int | None) -> None:
+        if status is not None:
             raise ToolFailed(
                 self.host,
                 self.tool,
-                f"{self.program} died while it should have been running (exit status {died})",
+                f"{self.program} died while it should have been running (exit status {status})",
                 procs.tail(self.log_path),
             )
 

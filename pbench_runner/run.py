@@ -196,7 +196,7 @@ class Run:
                 self.collect_sysinfo("end", self.opts.sysinfo)
             except PbenchError as err:
                 self.problems.append(str(err))
-        for ctl in self._controllers():
+        for ctl in self.controllers():
             self.problems.extend(ctl.stop(quiet=exc is not None))
         for it in self.iterations:
             if not it.finished:
@@ -216,7 +216,7 @@ class Run:
         """A host or a tool failed (the run exits 4 unless something worse happened)."""
         return bool(self.problems)
 
-    def _controllers(self) -> list[Controller]:
+    def controllers(self) -> list[Controller]:
         return [c for c in [self.ctl, *self.others.values()] if c is not None]
 
     def _write_meta(self) -> None:
@@ -226,7 +226,7 @@ class Run:
     def _write_records(self) -> None:
         if self.meta is None:
             return
-        missing = missing_samples(self.result_dir, *(c.missing for c in self._controllers()))
+        missing = missing_samples(self.result_dir, *(c.missing for c in self.controllers()))
         for host, samples in missing.items():
             self.problems.append(
                 f"host {host} was lost: its tool data is missing for {', '.join(samples)}"
@@ -409,6 +409,9 @@ class SampleActions:
         if self.ctl is None:
             return
         self.run.on_phase("send-tools")
+        if not (self._start and self._stop):  # its tools never started: no window
+            self._act("send")
+            return
         window = self.window()
         self.record.window = window.to_json()
         self._act("send", {"window": window.to_json()})

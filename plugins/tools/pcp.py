@@ -125,6 +125,7 @@ METRIC_GROUPS: Mapping[str, Sequence[str]] = {
 _ACTIVITY_METRICS = (
     "hinv.ncpu",
     "kernel.all.cpu.idle",
+    "kernel.all.cpu.wait.total",
     "mem.physmem",
     "mem.util.available",
     "disk.all.read_bytes",
@@ -529,11 +530,15 @@ def _prologue(metric: str) -> bool:
 
 
 def _last_record_at(archive: Path, stamp: float, interval: int) -> float | None:
-    """The time of the last record at or before ``stamp``, looked for two intervals back."""
-    dump = _run(
-        ["pmdumplog", "-x", "-Z", "UTC", "-S", _pcp_time(stamp - 2 * interval - 1),
-         "-T", _pcp_time(stamp), str(archive)]
-    )  # fmt: skip
+    """The time of the last record at or before ``stamp``, looked for two intervals
+    back; None when there is none, or pmdumplog could not say."""
+    try:
+        dump = _run(
+            ["pmdumplog", "-x", "-Z", "UTC", "-S", _pcp_time(stamp - 2 * interval - 1),
+             "-T", _pcp_time(stamp), str(archive)]
+        )  # fmt: skip
+    except (OSError, RuntimeError, subprocess.SubprocessError):
+        return None
     return max((t for t, _ in _parse_dump(dump)[1] if t <= stamp), default=None)
 
 
@@ -570,6 +575,8 @@ def _row(
         return None if factor is None or not deltas else sum(deltas) * factor / span
 
     ncpu, idle = value("hinv.ncpu"), rate("kernel.all.cpu.idle")  # idle in s/s
+    if idle is not None:  # busy is all but idle and iowait, as the counters count it
+        idle += rate("kernel.all.cpu.wait.total") or 0.0
     total, available = value("mem.physmem"), value("mem.util.available")
     return {
         "timestamp": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds"),
