@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -110,10 +111,14 @@ class Collectors:
         """Every collector writes its data of ``window`` into a sample's ``tool_dir``."""
 
         def cut(pair: tuple[str, Collector]) -> Sequence[Exception]:
+            began = time.perf_counter()
             try:
                 return pair[1].slice(window, tool_dir) or ()
             except Exception as exc:  # a plugin's bug: reported against the sample
                 return (exc,)
+            finally:
+                spent = (time.perf_counter() - began) * 1e3
+                log.info("collector %s: %s sliced in %.1f ms", pair[0], tool_dir.parent.name, spent)
 
         return self._each(cut, "slice")
 

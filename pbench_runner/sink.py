@@ -186,7 +186,7 @@ class ToolDataSink:
                 self._catch_up()
                 next_check = 0.0
                 while not self.stopping.is_set():
-                    msg = pubsub.get_message(timeout=0.05)
+                    msg = pubsub.get_message(timeout=self._poll())
                     if msg and msg["type"] == "message":
                         if msg["channel"].decode() == self.keys.action:
                             self._on_action(msg["data"])
@@ -208,6 +208,14 @@ class ToolDataSink:
                     return
             finally:
                 pubsub.close()
+
+    def _poll(self) -> float:
+        """Seconds to wait for the next message: short while a slice is being
+        cut, whose end no message announces."""
+        tracker = self.tracker
+        if tracker is not None and tracker.slicing is not None and tracker.slicing.is_alive():
+            return 0.002
+        return 0.05
 
     def _catch_up(self) -> None:
         """Read the latest action and the current action's reports from their keys."""

@@ -1,10 +1,12 @@
 """What ``pbench run`` adds around each sample of a no-op benchmark.
 
-Runs a suite of one empty benchmark with 1 and with --samples N samples, with
-no tools, with the light tool set, and with the light set plus the persistent
-tools (pcp, node_exporter: they run for the whole session, so a sample pays
-only for its counter snapshots and its slice of their data); the per-sample overhead is the
-difference in wall time divided by N - 1.  Medians over --repeat runs.
+Runs a suite of one empty benchmark for --samples samples with no tools,
+with the light tool set, and with the light set plus the persistent tools
+(pcp, node_exporter: they run for the whole session, so a sample pays only
+for its counter snapshots and its slice of their data).  A sample's cost is
+the time from one sample's end to the next one's start, read from the
+result's sample windows: stop-tools, send-tools, the per-host summary, the
+records, start-tools.  Medians over every gap of --repeat runs.
 
     python perf/run_overhead.py [--samples 21] [--repeat 3]
 """
@@ -19,6 +21,21 @@ import tempfile
 from pathlib import Path
 
 from _common import timed_pbench
+
+
+def gaps(result: Path) -> list[float]:
+    """Seconds between one sample's end and the next one's start."""
+    records = sorted(
+        (json.loads(p.read_text()) for p in result.glob("1-*/sample*/result.json")),
+        key=lambda r: r["sample"],
+    )
+    return [_instant(b, "start") - _instant(a, "end") for a, b in zip(records, records[1:])]
+
+
+def _instant(record: dict, key: str) -> float:  # type: ignore[type-arg]
+    from datetime import datetime
+
+    return datetime.fromisoformat(record[key]).timestamp()
 
 
 def main() -> None:
@@ -38,18 +55,9 @@ def main() -> None:
             if group == "both":
                 for tool in ("pcp", "node_exporter"):
                     timed_pbench(env, "register-tool", f"--name={tool}", "--group=both", cwd=base)
-            per_sample = []
+            found: list[float] = []
             for _ in range(args.repeat):
-                one = timed_pbench(
-                    env,
-                    "run",
-                    "bench_noop.py",
-                    "--samples=1",
-                    "--sysinfo=none",
-                    f"--tool-group={group}",
-                    cwd=base,
-                )
-                many = timed_pbench(
+                timed_pbench(
                     env,
                     "run",
                     "bench_noop.py",
@@ -58,8 +66,9 @@ def main() -> None:
                     f"--tool-group={group}",
                     cwd=base,
                 )
-                per_sample.append((many - one) / (args.samples - 1))
-            row[f"{label}_ms"] = round(statistics.median(per_sample) * 1e3, 2)
+                newest = max((base / "run" / "results").iterdir(), key=lambda p: p.stat().st_mtime)
+                found += gaps(newest)
+            row[f"{label}_ms"] = round(statistics.median(found) * 1e3, 2)
         print(json.dumps(row), flush=True)
 
 
