@@ -31,8 +31,8 @@ from typing import Any
 
 from pbench_runner import procs, session
 from pbench_runner.config import Deadlines
-from pbench_runner.errors import InfrastructureError, Interrupted, PbenchError, UsageError
-from pbench_runner.exitcodes import ExitCode
+from pbench_runner.errors import Interrupted, PbenchError, UsageError
+from pbench_runner.exitcodes import ExitCode, for_error
 from pbench_runner.interrupts import interruptible
 from pbench_runner.remote.options import RemoteOptions
 from pbench_runner.run import Run, RunOptions, SampleActions
@@ -99,7 +99,10 @@ class Agent:
                 raise UsageError(f"the session agent has no verb {verb!r}")
             return self.act(verb, str(request["directory"]))
         except PbenchError as exc:
-            return {"ok": False, "error": str(exc), "exit": _exit_for(exc)}
+            return {"ok": False, "error": str(exc), "exit": int(for_error(exc))}
+        except Exception as exc:  # a bug answers this request; the session goes on
+            log.exception("%s failed", verb)
+            return {"ok": False, "error": f"{verb}: {type(exc).__name__}: {exc}", "exit": 4}
 
     def act(self, verb: str, directory: str) -> dict[str, Any]:
         """start-tools, stop-tools or send-tools for one sample directory."""
@@ -131,6 +134,9 @@ class Agent:
     def terminate(self, sysinfo: str) -> list[str]:
         """What the end of the session found (the verbs told their own problems)."""
         self.told = len(self.run.problems)
+        for sample in self.samples.values():  # never sent: their records end here
+            sample.finish()
+        self.samples.clear()
         self.run.opts.sysinfo = sysinfo
         self.run.close()
         return self.run.problems[self.told :]
@@ -206,18 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as exc:
         run.close(exc)
         agent.close()
-        _announce({"error": str(exc), "exit": _exit_for(exc)})
-        return _exit_for(exc)
+        _announce({"error": str(exc), "exit": int(for_error(exc))})
+        return int(for_error(exc))
     agent.close()
     return 0
-
-
-def _exit_for(exc: BaseException) -> int:
-    if isinstance(exc, InfrastructureError):
-        return int(ExitCode.INFRASTRUCTURE_ERROR)
-    if isinstance(exc, PbenchError):
-        return int(ExitCode.USAGE_ERROR)
-    return 1
 
 
 def _redirect_output(log_file: Path) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from pbench_runner.bench import Sample, SampleHandle
-from pbench_runner.errors import PbenchError, UsageError
+from pbench_runner.errors import Interrupted, PbenchError, UsageError
 from pbench_runner.exitcodes import ExitCode
 from pbench_runner.progress import RunProgress
 from pbench_runner.pytest_plugin import handle_of
@@ -82,6 +82,8 @@ class BenchSession:
         self.progress = RunProgress(enabled=False)
         #: pytest could not even start the run
         self.failed_to_start = False
+        #: what interrupts the run (pytest turns it into KeyboardInterrupt)
+        self.signum: int = signal.SIGINT
 
     @property
     def result_dir(self) -> Path:
@@ -126,7 +128,8 @@ class BenchSession:
         if self.failed_to_start:
             return
         self.run.workload_status = PYTEST_STATUS.get(exitstatus, ExitCode.INFRASTRUCTURE_ERROR)
-        self.run.close()
+        interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
+        self.run.close(Interrupted(self.signum) if interrupted else None)
 
     # --- one benchmark ----------------------------------------------------------
 
@@ -170,16 +173,20 @@ class BenchSession:
                             k: [m.unit, m.higher_is_better] for k, m in sample.metrics.items()
                         }
                         rec.commands = sample.commands
-            except Exception as exc:  # this benchmark fails; the run goes on
+            except BaseException as exc:  # raised below, once the benchmark is wrapped up
                 failure = exc
+                if rec is not None and isinstance(exc, pytest.skip.Exception):
+                    rec.status = "skipped"
             ok = rec is not None and rec.ok and failure is None
             wall = rec.wall_s if rec is not None else math.nan
             self.progress.sample_done("ok" if ok else "failed", wall, counted=kind == "sample")
             if run.host_lost:
                 lost = ", ".join(sorted(h for c in run.controllers() for h in c.missing))
                 pyfuncitem.session.shouldstop = f"pbench: host {lost} lost; run stopped"
-        run.collect_sysinfo("end", sysinfo, base=iteration.directory, group=group)
-        iteration.finish("failed" if failure is not None else None)
+        if not isinstance(failure, KeyboardInterrupt):
+            run.collect_sysinfo("end", sysinfo, base=iteration.directory, group=group)
+        skipped = isinstance(failure, pytest.skip.Exception)
+        iteration.finish("skipped" if skipped else "failed" if failure is not None else None)
         if failure is not None:
             raise failure
         return True

@@ -40,6 +40,8 @@ from typing import Any, Final
 CPU_FIELDS: Final = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
 #: the fields of ``/proc/meminfo`` that are kept, in kB
 MEM_FIELDS: Final = ("MemTotal", "MemAvailable", "MemFree", "Buffers", "Cached")
+#: a host's start and stop snapshots of a sample, in its ``tools-<group>/<host>/``
+COUNTERS_FILE: Final = "counters.json"
 #: the one meaning of "memory used"
 MEM_USED_DEFINITION: Final = "MemTotal - MemAvailable"
 #: the meaning of "CPU busy"

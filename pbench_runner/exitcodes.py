@@ -22,3 +22,19 @@ class ExitCode(enum.IntEnum):
     INTERRUPTED = 130
     #: SIGTERM (128 + 15), after cleaning up
     TERMINATED = 143
+
+
+def for_error(exc: BaseException) -> ExitCode:
+    """The exit status an error ends a run with: an interruption by its signal,
+    one of ours by its kind (usage or infrastructure), anything else 4."""
+    import signal
+
+    from pbench_runner.errors import InfrastructureError, Interrupted, PbenchError
+
+    if isinstance(exc, Interrupted):
+        return ExitCode.TERMINATED if exc.signum == signal.SIGTERM else ExitCode.INTERRUPTED
+    if isinstance(exc, KeyboardInterrupt):
+        return ExitCode.INTERRUPTED
+    if isinstance(exc, PbenchError) and not isinstance(exc, InfrastructureError):
+        return ExitCode.USAGE_ERROR
+    return ExitCode.INFRASTRUCTURE_ERROR

@@ -49,8 +49,6 @@ ACTIVITY_COLUMNS = ("timestamp", "cpu_busy_pct", "mem_used_mib", "disk_kib_s", "
 ACTIVITY_TOOLS = ("pcp", "node_exporter")
 #: the measures of a host, each with a mean and a peak
 MEASURES: Final = ACTIVITY_COLUMNS[1:5]
-#: the start and stop snapshots of :mod:`pbench_runner.counters`, in a host's directory
-COUNTERS_FILE: Final = "counters.json"
 DEFINITIONS: Final = {
     "cpu_busy_pct": counters.CPU_BUSY_DEFINITION,
     "mem_used_mib": counters.MEM_USED_DEFINITION,
@@ -261,7 +259,7 @@ def host_activity(tool_dir: Path) -> dict[str, dict[str, float]]:
 def read_counters(tool_dir: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """The (start, stop) snapshots of ``<host>/counters.json``; None without them."""
     try:
-        data = json.loads((tool_dir / COUNTERS_FILE).read_text())
+        data = json.loads((tool_dir / counters.COUNTERS_FILE).read_text())
     except (OSError, ValueError):
         return None
     if not isinstance(data, dict):

@@ -53,8 +53,6 @@ from pbench_runner.tools import Tool, ToolContext, ToolSpec
 
 log = logging.getLogger("pbench.meister")
 
-#: a host's counter snapshots at a sample's start and stop, beside its tools' data
-COUNTERS_FILE = "counters.json"
 #: seconds a sample's start waits at most for its transient tools to settle
 SETTLE = 0.5
 
@@ -324,7 +322,7 @@ class ToolMeister:
         info["window_stop"] = snap["time"]
         start = self.windows.pop(action.directory, None)
         if start is not None:
-            path = self._tool_dir(action.directory) / COUNTERS_FILE
+            path = self._tool_dir(action.directory) / counters.COUNTERS_FILE
             path.write_text(json.dumps({"start": start, "stop": snap}))
         for name, tool in tools.items():  # every tool is reached even if one fails
             try:

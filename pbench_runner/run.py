@@ -34,12 +34,11 @@ from pbench_runner.config import Deadlines
 from pbench_runner.controller import Controller
 from pbench_runner.errors import (
     ActionError,
-    InfrastructureError,
     Interrupted,
     PbenchError,
     UsageError,
 )
-from pbench_runner.exitcodes import ExitCode
+from pbench_runner.exitcodes import ExitCode, for_error
 from pbench_runner.hostsummary import sample_hosts
 from pbench_runner.pluginmanager import broadcast, get_plugin_manager
 from pbench_runner.records import Iteration, SampleRecord, group_intervals
@@ -100,6 +99,8 @@ class Run:
         #: a host was lost and the run stops without it (``--on-host-failure=abort``)
         self.host_lost = False
         self.interrupted: Interrupted | None = None
+        #: the error that ended the run, if one did
+        self._error: BaseException | None = None
         #: a sample's tool phase, for progress displays
         self.on_phase: Callable[[str], None] = lambda phase: None
         self._opened = self._closed = False
@@ -107,7 +108,7 @@ class Run:
     # --- the run ------------------------------------------------------------------
 
     def __enter__(self) -> Run:
-        return self.open()
+        return self if self._opened else self.open()
 
     def __exit__(
         self,
@@ -118,8 +119,19 @@ class Run:
         return self.close(exc)
 
     def open(self) -> Run:
-        """The result directory, then the tool meisters; ``pbench_run_started``."""
+        """The result directory, then the tool meisters; ``pbench_run_started``.
+
+        If anything fails, the run is closed (its records say why) and the
+        error raised.
+        """
         self._opened = True
+        try:
+            return self._open()
+        except BaseException as exc:
+            self.close(exc)
+            raise
+
+    def _open(self) -> Run:
         opts = self.opts
         if opts.result_dir is not None:
             self.result_dir = opts.result_dir
@@ -173,43 +185,63 @@ class Run:
     def close(self, exc: BaseException | None = None) -> bool:
         """Sysinfo (end), every tool session stopped, the records; ``pbench_run_finished``.
 
-        Returns True when ``exc`` is one of ours (a usage or infrastructure
-        error, an interruption), which it has turned into the exit status.
+        Every step runs whatever happened before it, an interruption during
+        the close included.  Returns True when ``exc`` is one of ours (a usage
+        or infrastructure error, an interruption), which it has turned into
+        the exit status.
         """
         if self._closed:
             return False
         self._closed = True
-        handled = isinstance(exc, PbenchError)
-        code: int = ExitCode.OK
-        if isinstance(exc, Interrupted):
-            self.interrupted = exc
-            self.say(f"{exc}; tools stopped, partial results kept")
-            code = ExitCode.INTERRUPTED if exc.signum == signal.SIGINT else ExitCode.TERMINATED
-        elif isinstance(exc, InfrastructureError):
-            self.problems.append(str(exc))
-            code = ExitCode.INFRASTRUCTURE_ERROR
-        elif isinstance(exc, PbenchError):
-            self.problems.append(str(exc))
-            code = ExitCode.USAGE_ERROR
+        failure: BaseException | None = exc
+        if exc is not None:
+            self._failed(exc)
         if exc is None and self._opened:
             try:
                 self.collect_sysinfo("end", self.opts.sysinfo)
-            except PbenchError as err:
-                self.problems.append(str(err))
+            except BaseException as err:  # the rest must still happen
+                self._failed(err)
+                failure = failure or err
         for ctl in self.controllers():
-            self.problems.extend(ctl.stop(quiet=exc is not None))
+            try:
+                self.problems.extend(ctl.stop(quiet=failure is not None))
+            except BaseException as err:  # an interrupt: stop() is idempotent
+                self._failed(err)
+                ctl.stop(quiet=True)
         for it in self.iterations:
             if not it.finished:
                 it.finish()
-        if code == ExitCode.OK and self.problems:
-            code = ExitCode.INFRASTRUCTURE_ERROR
-        self.exit_status = code if code != ExitCode.OK else self.workload_status
         self._write_records()
         if self.meta is not None:
             self._broadcast(
                 "pbench_run_finished", result_dir=self.result_dir, exit_status=self.exit_status
             )
-        return handled
+        return isinstance(exc, PbenchError)
+
+    def _failed(self, exc: BaseException) -> None:
+        """Record what ended the run: an interruption, or a failure's message."""
+        if isinstance(exc, Interrupted):
+            if self.interrupted is None:
+                self.interrupted = exc
+                self.say(f"{exc}; tools stopped, partial results kept")
+        elif isinstance(exc, KeyboardInterrupt):
+            if self.interrupted is None:
+                self.interrupted = Interrupted(signal.SIGINT)
+        else:
+            text = str(exc) if isinstance(exc, PbenchError) else f"{type(exc).__name__}: {exc}"
+            if not any(text in problem for problem in self.problems):  # said once
+                self.problems.append(text)
+            self._error = self._error or exc
+
+    def _status(self) -> int:
+        """The exit status, from what happened (after every problem is known)."""
+        if self.interrupted is not None:
+            return for_error(self.interrupted)
+        if self._error is not None:
+            return for_error(self._error)
+        if self.problems:
+            return ExitCode.INFRASTRUCTURE_ERROR
+        return self.workload_status
 
     @property
     def infrastructure(self) -> bool:
@@ -225,6 +257,7 @@ class Run:
 
     def _write_records(self) -> None:
         if self.meta is None:
+            self.exit_status = self._status()
             return
         missing = missing_samples(self.result_dir, *(c.missing for c in self.controllers()))
         for host, samples in missing.items():
@@ -233,6 +266,7 @@ class Run:
             )
         if missing:
             self.meta.extra["missing_data"] = missing
+        self.exit_status = self._status()
         self.meta.end = dt.datetime.now()
         if self.interrupted is not None:
             self.meta.status = "interrupted"
@@ -330,7 +364,7 @@ class Run:
         for step in (actions.stop, actions.send):  # every path: stop, and keep the data
             try:
                 step()
-            except PbenchError as exc:
+            except BaseException as exc:  # raised below, after the rest
                 if failure is None:
                     failure = exc
                     record.fail(exc)

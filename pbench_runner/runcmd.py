@@ -178,6 +178,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     def on_sigterm(signum: int, frame: object) -> None:
         # pytest cleans up on KeyboardInterrupt: tools stopped, data sent, results written
         terminated.append(signum)
+        session.signum = signum
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)

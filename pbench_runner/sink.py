@@ -24,7 +24,7 @@ import tarfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -47,6 +47,36 @@ log = logging.getLogger("pbench.sink")
 HEARTBEAT_CHECK = 0.5
 
 
+#: seconds an action that is over waits for its slicing to finish
+SLICE_WAIT = 30.0
+
+
+class Slicing:
+    """A sample's slice of the persistent tools' data, cut in its own thread."""
+
+    def __init__(self, work: Callable[[], dict[str, list[str]]]) -> None:
+        self._found: dict[str, list[str]] = {}
+        self._thread = threading.Thread(target=self._run, args=(work,), name="slice", daemon=True)
+        self._thread.start()
+
+    def _run(self, work: Callable[[], dict[str, list[str]]]) -> None:
+        self._found = work()
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def errors(self, timeout: float) -> dict[str, list[str]]:
+        """The slice's errors by host, once it is done (or a timeout error)."""
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            return {
+                bus.SINK: [
+                    f"the sample's slice of the persistent tools' data took over {timeout:g} s"
+                ]
+            }
+        return self._found
+
+
 @dataclass
 class Tracker:
     """One action in progress: who has answered, and by when all must."""
@@ -60,8 +90,8 @@ class Tracker:
     sink_errors: dict[str, list[str]] = field(default_factory=dict)
     #: an init action's collectors have been started
     collecting: bool = False
-    #: a send action's slicing of the persistent tools' data, while it runs
-    slicing: threading.Thread | None = None
+    #: a send action's slicing of the persistent tools' data
+    slicing: Slicing | None = None
 
     def add(self, report: bus.Report) -> None:
         if report.host in self.expected:
@@ -74,6 +104,13 @@ class Tracker:
     def done(self) -> bool:
         slicing = self.slicing is not None and self.slicing.is_alive()
         return not slicing and not self.outstanding()
+
+    def settle(self) -> None:
+        """Wait (bounded) for the slicing; its errors join the sink's own."""
+        if self.slicing is not None:
+            for host, errs in self.slicing.errors(SLICE_WAIT).items():
+                self.sink_errors.setdefault(host, []).extend(errs)
+            self.slicing = None
 
     def result(self, timed_out: bool = False) -> bus.Result:
         hosts = {host: list(rep.errors) for host, rep in self.reports.items()}
@@ -261,20 +298,11 @@ class ToolDataSink:
                 )
         log.info("action %s %s %s", action.action, action.group, action.directory)
 
-    def _slice(self, action: bus.Action) -> threading.Thread:
+    def _slice(self, action: bus.Action) -> Slicing:
         """Cut the sample's window of every collector's data, in a thread."""
-        tracker = self.tracker
-        assert tracker is not None
         window = SampleWindow.from_json(action.args["window"])
         tool_dir = Path(action.directory) / f"tools-{action.group}"
-
-        def work() -> None:
-            for host, errs in self.collectors.slice(window, tool_dir).items():
-                tracker.sink_errors.setdefault(host, []).extend(errs)
-
-        thread = threading.Thread(target=work, name="slice", daemon=True)
-        thread.start()
-        return thread
+        return Slicing(lambda: self.collectors.slice(window, tool_dir))
 
     def _on_report(self, report: bus.Report) -> None:
         if self.tracker is not None and report.id == self.tracker.action.id:
@@ -307,6 +335,7 @@ class ToolDataSink:
 
     def _finish(self, timed_out: bool, reason: str = "") -> None:
         assert self.tracker is not None
+        self.tracker.settle()  # nothing writes into the sample after its answer
         action = self.tracker.action
         if action.action == "init" and not self.tracker.collecting:
             # Every host that answered has its persistent tools up: record them.

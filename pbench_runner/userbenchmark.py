@@ -22,7 +22,7 @@ from typing import IO
 from pbench_runner import procs
 from pbench_runner.benchreport import summary_lines
 from pbench_runner.config import Deadlines
-from pbench_runner.errors import UsageError
+from pbench_runner.errors import PbenchError, UsageError
 from pbench_runner.interrupts import interruptible
 from pbench_runner.records import SampleRecord
 from pbench_runner.remote.options import RemoteOptions
@@ -117,23 +117,37 @@ class UserBenchmark:
             say=self.say,
         )
 
+    def _samples(self, run: Run) -> None:
+        iteration = run.iteration(ITERATION, command=list(self.opts.command))
+        for n in range(1, self.opts.samples + 1):
+            self.say(f"sample {n}/{self.opts.samples}")
+            with run.sample(iteration, n) as record:
+                run_command(self.opts.command, record, self.out)
+            if record.exit_status:
+                run.workload_status = record.exit_status
+                self.say(f"sample {n}: the command exited with status {record.exit_status}")
+            if run.host_lost:  # --on-host-failure=abort: no sample runs without it
+                self.say("a host was lost: the run stops")
+                return
+
     def say(self, text: str) -> None:
         print(f"pbench: {text}", file=self.err, flush=True)
 
     def run(self) -> int:
         run = self.run_
-        with interruptible(), run:
-            iteration = run.iteration(ITERATION, command=list(self.opts.command))
-            for n in range(1, self.opts.samples + 1):
-                self.say(f"sample {n}/{self.opts.samples}")
-                with run.sample(iteration, n) as record:
-                    run_command(self.opts.command, record, self.out)
-                if record.exit_status:
-                    run.workload_status = record.exit_status
-                    self.say(f"sample {n}: the command exited with status {record.exit_status}")
+        with interruptible():
+            try:
+                run.open()  # a failure here closes the run, its records saying why
+            except PbenchError:
+                pass
+            else:
+                with run:
+                    self._samples(run)
+
         for line in summary_lines(it.to_json() for it in run.iterations):
             self.say(line)
         for problem in run.problems:
             self.say(problem)
-        print(f"Result directory: {run.result_dir}", file=self.out, flush=True)
+        if run.meta is not None:  # it was made
+            print(f"Result directory: {run.result_dir}", file=self.out, flush=True)
         return run.exit_status

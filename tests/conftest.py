@@ -95,6 +95,12 @@ def one_sample(ctl: Any, directory: Path, seconds: float) -> None:
     ctl.run_action("send", directory, {"window": window.to_json()})
 
 
+def block_backed(directory: Path) -> bool:
+    """Whether ``directory``'s file system sits on a block device the kernel counts."""
+    dev = os.stat(directory).st_dev
+    return os.major(dev) != 0 and Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}").exists()
+
+
 def running(fragment: str) -> bool:
     """True while some process's command line contains ``fragment``.
 

@@ -18,6 +18,8 @@ import pytest
 
 from pbench_runner import counters
 
+from .conftest import block_backed
+
 STAT = """\
 cpu  3746 0 1729 119113 382 0 48 8 0 0
 cpu0 967 0 649 60883 21 0 12 2 0 0
@@ -295,16 +297,10 @@ def test_cpu_seconds_match_a_child_process_cpu_time(seconds: float) -> None:
     pytest.fail(f"never within 15 %: (child s, host s, source) = {tries}")
 
 
-def _block_backed(directory: Path) -> bool:
-    """Whether ``directory``'s file system sits on a block device the kernel counts."""
-    dev = os.stat(directory).st_dev
-    return os.major(dev) != 0 and Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}").exists()
-
-
 def test_a_direct_write_shows_on_a_device(tmp_path: Path) -> None:
     project = Path(__file__).resolve().parent.parent
     places = [Path("/var/tmp"), project, tmp_path]
-    usable = [p for p in places if p.is_dir() and os.access(p, os.W_OK) and _block_backed(p)]
+    usable = [p for p in places if p.is_dir() and os.access(p, os.W_OK) and block_backed(p)]
     if not usable:
         pytest.skip(
             f"none of {', '.join(map(str, places))} is on a block device (tmpfs or "

@@ -8,12 +8,16 @@ observer plugin recorded, and the files of the result directory.
 from __future__ import annotations
 
 import json
+import signal
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
-from .conftest import HOST, latest_result
+from pbench_runner import procs
+
+from .conftest import HOST, latest_result, spawn_pbench
 
 OBSERVERS = ("-p", "pbench_test_observer", "-p", "pbench_test_wrapper")
 
@@ -100,22 +104,14 @@ def test_user_benchmark_and_run_write_the_same_records(  # type: ignore[no-untyp
     pbench("run", "--sysinfo=none", "--samples=1", "--no-progress", check=True)
     run = latest_result(run_dir)
     assert ub != run
+    keys: list[set[str]] = []
+    iteration_keys: list[set[str]] = []
     for result, iteration in ((ub, "1-default"), (run, "1-bench_noop")):
         assert (result / "tool-registration" / "default.json").exists(), result
         assert (result / "metadata.log").exists() and (result / "result.json").exists()
         sample = json.loads((result / iteration / "sample1" / "result.json").read_text())
-        for key in (
-            "sample",
-            "status",
-            "start",
-            "end",
-            "wall_s",
-            "cpu_s",
-            "tools",
-            "window",
-            "hosts",
-        ):
-            assert key in sample, (result.name, key)
+        keys.append(set(sample) - {"command", "exit_status"})  # user-benchmark's own
+        iteration_keys.append(set(json.loads((result / iteration / "result.json").read_text())))
         assert sample["status"] == "ok" and sample["tools"] == "default"
         window = sample["window"]
         assert window["start"] < window["stop"]
@@ -129,3 +125,54 @@ def test_user_benchmark_and_run_write_the_same_records(  # type: ignore[no-untyp
         top = json.loads((result / "result.json").read_text())
         assert [it["name"] for it in top["iterations"]] == [iteration]
         assert top["run"]["run"]["status"] == "ok"
+    # one record, one layout: the same keys under both verbs
+    assert keys[0] == keys[1], keys
+    assert keys[0] >= {"sample", "status", "start", "end", "wall_s", "cpu_s", "window", "hosts"}
+    assert iteration_keys[0] - {"command"} == iteration_keys[1], iteration_keys
+
+
+SLEEPY = """
+import time
+
+def bench_sleepy(sample):
+    time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize(
+    ("verb", "sig", "status"),
+    [("user-benchmark", signal.SIGINT, 130), ("run", signal.SIGTERM, 143)],
+)
+def test_an_interrupted_sample_is_stopped_sent_and_recorded_under_every_verb(  # type: ignore[no-untyped-def]
+    pbench, run_dir: Path, tmp_path: Path, events: Path, verb: str, sig: int, status: int
+) -> None:
+    pbench("register-tool", "--name=vmstat", "--", "--interval=1", check=True)
+    if verb == "run":
+        (tmp_path / "benchmarks").mkdir()
+        (tmp_path / "benchmarks" / "bench_sleepy.py").write_text(SLEEPY)
+        args = ["run", *OBSERVERS, "--sysinfo=none", "--samples=2", "--no-progress"]
+    else:
+        args = ["user-benchmark", *OBSERVERS, "--sysinfo=none", "--samples=2", "--", "sleep", "60"]
+    proc = spawn_pbench(run_dir, tmp_path, *args)
+    try:
+        assert procs.wait_until(
+            lambda: events.exists() and "sample_started" in events.read_text(), 60
+        ), "the first sample never started"
+        time.sleep(1.2)  # a vmstat row or so
+        proc.send_signal(sig)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == status, err
+    seen = [e[0] for e in _events(events)]
+    assert seen[-3:] == ["tools_stopped", "sample_finished", "run_finished"], seen
+    assert seen.count("sample_started") == 1, seen
+    result = latest_result(run_dir)
+    meta = json.loads((result / "metadata.json").read_text())
+    assert meta["run"]["status"] == "interrupted"
+    (sample,) = result.glob("1-*/sample1")
+    vmstat = sample / "tools-default" / HOST / "vmstat" / "vmstat.csv"
+    assert vmstat.exists()  # what the tools collected was sent
+    record = json.loads((sample / "result.json").read_text())
+    assert record["status"].startswith("failed") and record["end"]

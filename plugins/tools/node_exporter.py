@@ -20,9 +20,8 @@ Layout::
     <result>/tools-<group>/_prometheus/       the whole run, every host
         prometheus.yml prometheus.log
         tsdb/                                 the snapshot: TSDB blocks
-    <result>/tools-<group>/<host>/node_exporter/
-        node_exporter.log node_exporter.cmd   (the host's own)
     <sample>/tools-<group>/<host>/node_exporter/   one sample
+        node_exporter.log node_exporter.cmd   the host's own, as they were at its end
         series.json    every series of the host, as /api/v1/query answers a
                        range selector: its samples from the last one at or
                        before the sample's start to its stop
