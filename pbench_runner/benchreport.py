@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
+
+from pbench_runner.timing import fmt_time
 
 HOST_MEASURES = (
     ("cpu_busy_pct", "CPU busy %"),
@@ -35,14 +37,25 @@ def summary_lines(iterations: Iterable[dict[str, Any]]) -> list[str]:
             s = entry.get("summary")
             if not s:
                 continue
-            unit = f" {entry['unit']}" if entry["unit"] else ""
             arrow = "higher is better" if entry["higher_is_better"] else "lower is better"
             outliers = f", outliers: samples {s['outliers']}" if s["outliers"] else ""
+            show: Callable[[float], str]
+            if entry["unit"] == "s":  # times in the unit that fits: ns, µs, ms or s
+                show = fmt_time
+                unit = ""
+            else:
+                show = fmt_number
+                unit = f" {entry['unit']}" if entry["unit"] else ""
+            extra = ""
+            if name == "wall_s" and s.get("ops"):
+                loops = s.get("loops", 1)
+                per = "per call, " if loops != 1 else ""
+                extra = f"  {per}{fmt_number(s['ops'])} ops/s, {s['n']} rounds x {loops} loops"
             lines.append(
-                f"    {name:<16} {fmt_number(s['mean'])}{unit} ± {fmt_number(s['stddev'])} "
-                f"({fmt_number(s['stddev_pct'])}%)  median {fmt_number(s['median'])}  "
-                f"min {fmt_number(s['min'])}  max {fmt_number(s['max'])}  n={s['n']}  "
-                f"({arrow}{outliers})"
+                f"    {name:<16} {show(s['mean'])}{unit} ± {show(s['stddev'])} "
+                f"({fmt_number(s['stddev_pct'])}%)  median {show(s['median'])}  "
+                f"min {show(s['min'])}  max {show(s['max'])}  IQR {show(s['q3'] - s['q1'])}  "
+                f"n={s['n']}{extra}  ({arrow}{outliers})"
             )
         lines.extend(f"    {line}" for line in host_lines(it.get("hosts", {})))
     return lines

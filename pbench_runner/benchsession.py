@@ -23,12 +23,14 @@ from typing import Any
 import pytest
 
 from pbench_runner.bench import Sample, SampleHandle
+from pbench_runner.benchfixture import BenchmarkFixture, BenchmarkOptions
 from pbench_runner.errors import Interrupted, PbenchError, UsageError
 from pbench_runner.exitcodes import ExitCode
 from pbench_runner.progress import RunProgress
 from pbench_runner.pytest_plugin import handle_of
 from pbench_runner.records import SampleRecord
 from pbench_runner.run import Run, RunOptions
+from pbench_runner.timing import MIN_TIME
 
 SCRIPT = "pbench-run"
 
@@ -41,10 +43,9 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "_", name).strip("_")[:100] or "benchmark"
 
 
-def _cpu() -> float:
-    me = resource.getrusage(resource.RUSAGE_SELF)
+def _children_cpu() -> float:
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    return kids.ru_utime + kids.ru_stime
 
 
 #: pytest's exit status -> ours
@@ -67,6 +68,10 @@ class BenchOptions:
     warmup: int = 0
     timeout: float | None = None
     progress: bool = True
+    #: seconds a ``benchmark`` fixture's round lasts at least
+    min_time: float = MIN_TIME
+    #: run a pytest-benchmark suite: only the tests that use ``benchmark``
+    pytest_benchmark: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -98,6 +103,11 @@ class BenchSession:
             suspend=capman.global_and_fixture_disabled if capman else contextlib.nullcontext,
         )
         self.run.on_phase = self.progress.phase
+        config.addinivalue_line(
+            "markers",
+            "benchmark(group=None, min_rounds=None, min_time=None, disable_gc=False, ...): "
+            "pytest-benchmark's options for a benchmark using the benchmark fixture",
+        )
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
@@ -150,6 +160,13 @@ class BenchSession:
         sysinfo = str(mk.get("sysinfo") or "none")  # this benchmark's own, around its samples
         run.collect_sysinfo("beg", sysinfo, base=iteration.directory, group=group)
         failure: BaseException | None = None
+        bench = kwargs.get("benchmark")
+        if not isinstance(bench, BenchmarkFixture):
+            bench = None
+        else:  # a round of calibrated loops per sample, calibrated in a warm-up run
+            samples = max(samples, bench.options.min_rounds or 1)
+            warmup = max(warmup, 1)
+            iteration.benchmark = bench.meta()
         plan = [("warmup", w, warmup) for w in range(1, warmup + 1)]
         plan += [("sample", n, samples) for n in range(1, samples + 1)]
         for kind, number, of in plan:
@@ -161,12 +178,11 @@ class BenchSession:
                 with run.sample(iteration, number, group=group, tools=tools, kind=kind) as rec:
                     sample = Sample(number, rec.directory)
                     handle.current = sample
-                    began, cpu0 = time.perf_counter(), _cpu()
+                    if bench is not None:
+                        bench.begin(calibrating=kind == "warmup")
                     try:
-                        with _deadline(timeout, pyfuncitem.name):
-                            pyfuncitem.obj(**kwargs)
+                        self._call(pyfuncitem, kwargs, timeout, rec, bench)
                     finally:
-                        rec.wall_s, rec.cpu_s = time.perf_counter() - began, _cpu() - cpu0
                         handle.current = None
                         rec.metrics = {k: m.value for k, m in sample.metrics.items()}
                         rec.units = {
@@ -183,6 +199,8 @@ class BenchSession:
             if run.host_lost:
                 lost = ", ".join(sorted(h for c in run.controllers() for h in c.missing))
                 pyfuncitem.session.shouldstop = f"pbench: host {lost} lost; run stopped"
+        if bench is not None:
+            iteration.benchmark = bench.meta()  # its loops, and the extra_info it was given
         if not isinstance(failure, KeyboardInterrupt):
             run.collect_sysinfo("end", sysinfo, base=iteration.directory, group=group)
         skipped = isinstance(failure, pytest.skip.Exception)
@@ -190,6 +208,58 @@ class BenchSession:
         if failure is not None:
             raise failure
         return True
+
+    @staticmethod
+    def _call(
+        item: pytest.Function,
+        kwargs: dict[str, Any],
+        timeout: float | None,
+        rec: SampleRecord,
+        bench: BenchmarkFixture | None,
+    ) -> None:
+        """One call of the benchmark function, timed: only the call is between
+        the clock's reads (the timeout is armed and CPU clocks read outside).
+        With the ``benchmark`` fixture, the fixture's round is the timing."""
+        kids0 = _children_cpu()
+        with _deadline(timeout, item.name):
+            cpu0 = time.thread_time_ns()
+            began = time.perf_counter_ns()
+            try:
+                item.obj(**kwargs)
+            finally:
+                wall = time.perf_counter_ns() - began
+                cpu = time.thread_time_ns() - cpu0
+                rec.children_cpu_s = _children_cpu() - kids0
+                rec.wall_s, rec.cpu_s = wall / 1e9, cpu / 1e9
+        if bench is not None:
+            if bench.last is None and not bench.calibrating:
+                raise UsageError(f"{item.nodeid} asks for the benchmark fixture but never calls it")
+            if bench.last is not None:
+                rec.wall_s, rec.cpu_s = bench.last.per_call_s, bench.last.cpu_per_call_s
+                rec.loops = bench.last.loops
+
+    @pytest.fixture
+    def benchmark(self, request: pytest.FixtureRequest) -> BenchmarkFixture:
+        """pytest-benchmark's ``benchmark``: ``benchmark(fn, *args)`` times ``fn``
+        in calibrated loops, one round per sample (:mod:`pbench_runner.benchfixture`)."""
+        try:
+            options = BenchmarkOptions.of(request.node, self.opts.min_time)
+        except UsageError as exc:
+            raise pytest.UsageError(str(exc)) from exc
+        return BenchmarkFixture(request.node, options)
+
+    def pytest_collection_modifyitems(
+        self, session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+    ) -> None:
+        """In a pytest-benchmark suite (``--pytest-benchmark``), the tests that
+        benchmark nothing are left to pytest."""
+        if not self.opts.pytest_benchmark:
+            return
+        keep = [i for i in items if "benchmark" in getattr(i, "fixturenames", ())]
+        dropped = [i for i in items if i not in keep]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            items[:] = keep
 
     # --- the report --------------------------------------------------------------
 

@@ -38,9 +38,14 @@ class SampleRecord:
     #: the sample's window on the controller's clock, ISO 8601
     start: str = ""
     end: str = ""
-    #: the workload's own time, as its runner measured it
+    #: the workload's own time, as its runner measured it: per call when the
+    #: benchmark times a callable in ``loops`` calls (the ``benchmark`` fixture)
     wall_s: float = math.nan
+    #: the calling thread's CPU time (user-benchmark: its command's)
     cpu_s: float = math.nan
+    #: CPU time of the child processes the benchmark ran (``sample.run``)
+    children_cpu_s: float | None = None
+    loops: int | None = None
     #: ``pbench user-benchmark``: the command and its exit status
     command: list[str] | None = None
     exit_status: int | None = None
@@ -71,6 +76,9 @@ class SampleRecord:
             del data["command"], data["exit_status"]
         if not self.tool_problems:
             del data["tool_problems"]
+        for key in ("children_cpu_s", "loops"):
+            if data[key] is None:
+                del data[key]
         return data
 
     def write(self) -> None:
@@ -96,6 +104,8 @@ class Iteration:
     primary_metric: str = ""
     reference: str = ""
     finished: bool = False
+    #: a ``benchmark`` fixture's facts (:meth:`BenchmarkFixture.meta`): wall_s is per call
+    benchmark: dict[str, Any] | None = None
 
     def finish(self, status: str | None = None) -> None:
         """Summarize the samples; write ``result.json`` and ``reference-result``."""
@@ -106,6 +116,12 @@ class Iteration:
         self.status = status or ("failed" if failed or self.status == "failed" else "ok")
         ok = [s for s in self.samples if s.ok]
         self.metrics = metric_series(ok)
+        timing = self.metrics["wall_s"].get("summary")
+        if timing:  # as pyperf and pytest-benchmark report a timing
+            timing["iqr"] = timing["q3"] - timing["q1"]
+            timing["ops"] = 1 / timing["mean"] if timing["mean"] > 0 else None
+            timing["rounds"] = timing["n"]
+            timing["loops"] = self.benchmark["loops"] if self.benchmark else 1
         self.hosts = combine(s.hosts for s in self.samples if s.hosts)
         if ok:
             # pbench's reference is the sample closest to the mean of the primary
@@ -134,6 +150,8 @@ class Iteration:
         )
         if self.reference:
             data.update(primary_metric=self.primary_metric, reference=self.reference)
+        if self.benchmark is not None:
+            data["benchmark"] = self.benchmark
         return data
 
     def meta(self) -> dict[str, Any]:

@@ -27,7 +27,11 @@ RUN_DEFAULTS: dict[str, tuple[type, Any]] = {
     "timeout": (float, None),
     "fail_on": (list, []),
     "on_host_failure": (str, "abort"),
+    "min_time": (float, 0.1),
+    "pytest_benchmark": (bool, False),
 }
+#: what pytest-benchmark suites are named like (pytest's own defaults)
+PYTEST_DISCOVERY = {"files": "test_*.py *_test.py", "functions": "test", "classes": "Test"}
 
 
 def add_parser(
@@ -45,6 +49,17 @@ def add_parser(
     p.add_argument("--config", default="", help="a name for this configuration")
     p.add_argument("--sysinfo", help="default, all, none or item,item (default: default)")
     p.add_argument("--timeout", type=float, help="seconds a sample may take")
+    p.add_argument(
+        "--min-time",
+        type=float,
+        help="seconds a round of a benchmark fixture's calibrated loop lasts at least (0.1)",
+    )
+    p.add_argument(
+        "--pytest-benchmark",
+        action="store_true",
+        default=None,
+        help="run a pytest-benchmark suite (test_*.py, test_* using the benchmark fixture)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress display")
     p.add_argument(
         "--on-host-failure",
@@ -97,6 +112,8 @@ def apply_defaults(args: argparse.Namespace, settings: dict[str, Any], source: s
 
 
 def _is(value: Any, kind: type) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
     if kind is list:
         return isinstance(value, list) and all(isinstance(v, str) for v in value)
     if kind is float:
@@ -107,8 +124,12 @@ def _is(value: Any, kind: type) -> bool:
 def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
     """pytest's command line: discovery patterns, then the user's own arguments."""
     settings = project_settings()
-    found = {key: str(settings.get(key, default)) for key, default in DISCOVERY.items()}
+    defaults = PYTEST_DISCOVERY if args.pytest_benchmark else DISCOVERY
+    found = {key: str(settings.get(key, default)) for key, default in defaults.items()}
     argv = [
+        # pbench's own benchmark fixture, not pytest-benchmark's, when both are installed
+        "-p",
+        "no:benchmark",
         "-o",
         f"python_files={found['files']}",
         "-o",
@@ -118,7 +139,8 @@ def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
     ]
     for plugin in args.plugins:
         argv += ["-p", plugin]
-    return [*argv, *extra, *(args.paths or ["benchmarks"])]
+    default_paths = ["."] if args.pytest_benchmark else ["benchmarks"]
+    return [*argv, *extra, *(args.paths or default_paths)]
 
 
 def session_options(args: argparse.Namespace) -> BenchOptions:
@@ -142,6 +164,8 @@ def session_options(args: argparse.Namespace) -> BenchOptions:
         warmup=args.warmup,
         timeout=args.timeout,
         progress=not args.no_progress,
+        min_time=args.min_time,
+        pytest_benchmark=bool(args.pytest_benchmark),
     )
 
 
@@ -162,6 +186,8 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         raise UsageError("--warmup must be 0 or more")
     if args.timeout is not None and args.timeout <= 0:
         raise UsageError("--timeout must be more than 0 seconds")
+    if args.min_time <= 0:
+        raise UsageError("--min-time must be more than 0 seconds")
     if args.save:
         compare.check_save_name(args.save)  # before the run, not after it
     rdir = run_dir(args.run_dir)

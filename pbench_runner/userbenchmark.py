@@ -78,7 +78,8 @@ def run_command(command: Sequence[str], record: SampleRecord, echo: IO[str]) -> 
     finally:
         out.close()
     record.exit_status = status
-    record.cpu_s = round(_children_cpu() - cpu0, 6)
+    # the command is the workload: its CPU time is the sample's, and its children's
+    record.cpu_s = record.children_cpu_s = round(_children_cpu() - cpu0, 6)
     if status != 0:
         record.status = f"failed: the command exited with status {status}"
     record.write()  # now: kept even if stopping the tools is interrupted

@@ -304,7 +304,7 @@ def bench_nap(sample, request):
         program = procs.cmdline(pid).split(" ")[0].rsplit("/", 1)[-1]
         if program in ("pmlogger", "prometheus"):
             sample.record(program, pid)
-    sample.run("sleep 2.6")  # two of the tools' 1 s intervals, and more
+    sample.run("sleep 3.5")  # two of the tools' 1 s intervals, and slack
 """
 
 
