@@ -40,6 +40,7 @@ from pbench_runner.errors import (
 )
 from pbench_runner.exitcodes import ExitCode, for_error
 from pbench_runner.hostsummary import sample_hosts
+from pbench_runner.machine import commit_info, machine_info
 from pbench_runner.pluginmanager import broadcast, get_plugin_manager
 from pbench_runner.records import Iteration, SampleRecord, group_intervals
 from pbench_runner.remote.options import RemoteOptions
@@ -142,6 +143,9 @@ class Run:
             name=self.result_dir.name, script=opts.script, config=opts.config, group=self.group
         )
         if opts.records:
+            # what compare checks two runs against: the machine, the benchmarked commit
+            self.meta.extra["machine_info"] = machine_info()
+            self.meta.extra["commit_info"] = commit_info(Path.cwd())
             reg = self.result_dir / "tool-registration"
             reg.mkdir(exist_ok=True)
             text = json.dumps(self.group.to_json(), indent=2)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -67,6 +69,11 @@ def add_parser(
         help="a host lost mid-run: stop the run cleanly (default) or go on without it",
     )
     p.add_argument("--json", dest="json_path", help="also write the results to this file")
+    p.add_argument(
+        "--benchmark-json",
+        metavar="PATH",
+        help="also write the results as pytest-benchmark's JSON (its compare command reads it)",
+    )
     p.add_argument("--save", help="remember this run under a name (and as 'latest')")
     p.add_argument("--compare", help="a baseline: result directory, saved name, or latest")
     p.add_argument(
@@ -190,6 +197,9 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         raise UsageError("--min-time must be more than 0 seconds")
     if args.save:
         compare.check_save_name(args.save)  # before the run, not after it
+    for path in (args.json_path, args.benchmark_json):
+        if path and not os.access(Path(path).absolute().parent, os.W_OK):
+            raise UsageError(f"cannot write {path}: its directory is missing or not writable")
     rdir = run_dir(args.run_dir)
     baseline = compare.resolve(rdir, args.compare) if args.compare else None
     for rule in args.fail_on:
@@ -223,13 +233,22 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
 
         uploaded = upload_after_run(rdir, result_dir)
     if (result_dir / "result.json").exists():
+        if args.benchmark_json:
+            from pbench_runner import pbjson
+
+            pbjson.write(
+                Path(args.benchmark_json), json.loads((result_dir / "result.json").read_text())
+            )
         if args.save and status == 0 and not infrastructure:
             compare.save(rdir, args.save, result_dir)
         elif args.save:
             print(f"pbench: not saved as {args.save!r}: the run did not pass", file=sys.stderr)
         if baseline is not None:
-            found = compare.changes(compare.load(baseline), compare.load(result_dir))
+            base_run, new_run = compare.load(baseline), compare.load(result_dir)
+            found = compare.changes(base_run, new_run)
             print(f"\ncompared with {baseline}:")
+            for warning in compare.differences(base_run, new_run):
+                print(f"pbench: warning: {warning}", file=sys.stderr)
             print("\n".join(compare.table(found)))
             for metric in compare.unknown_metrics(found, args.fail_on):
                 print(

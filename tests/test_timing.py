@@ -217,10 +217,29 @@ def test_a_pytest_benchmark_suite_runs_unchanged_with_tools(  # type: ignore[no-
         assert all(s["tools"] == "default" for s in it["samples"])
 
     # plain pytest on the same files: pytest-benchmark's own fixture, untouched by pbench
+    theirs, ours = tmp_path / "theirs.json", tmp_path / "ours.json"
     plain = subprocess.run(
         [sys.executable, "-m", "pytest", str(suite), "-q", "-p", "no:cacheprovider",
-         "--benchmark-disable-gc", "--benchmark-min-rounds=2"],
+         "--benchmark-min-rounds=2", f"--benchmark-json={theirs}"],
         capture_output=True, text=True, env=pbench_env(run_dir), cwd=tmp_path, timeout=300,
     )  # fmt: skip
     assert plain.returncode == 0, plain.stdout[-3000:]
     assert "6 passed" in plain.stdout and "benchmark" in plain.stdout.lower()
+
+    # pytest-benchmark's file as the baseline, ours in its format, read by its compare
+    proc = pbench(
+        "run", str(suite), "--pytest-benchmark", "--samples=2", "--sysinfo=none",
+        "--no-progress", "--min-time=0.02", f"--compare={theirs}", f"--benchmark-json={ours}",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "compared with" in proc.stdout and "test_sort_pedantic" in proc.stdout
+    exported = json.loads(ours.read_text())
+    assert {b["fullname"] for b in exported["benchmarks"]} == set(found)
+    assert exported["machine_info"]["cpu"]["count"] >= 1 and "commit_info" in exported
+    compared = subprocess.run(
+        [str(Path(sys.executable).with_name("pytest-benchmark")), "compare", str(theirs),
+         str(ours), "--columns=min,mean"],
+        capture_output=True, text=True, cwd=tmp_path / "run", timeout=120,
+    )  # fmt: skip
+    assert compared.returncode == 0, compared.stdout + compared.stderr
+    assert "test_sum" in compared.stdout and "test_fib[15]" in compared.stdout
