@@ -20,6 +20,7 @@ from typing import Any, Final
 import pytest
 
 from pbench_runner.errors import UsageError
+from pbench_runner.pytest_plugin import marker_keywords
 from pbench_runner.timing import MIN_TIME, Round, calibrate, time_round
 
 #: the keywords of pytest-benchmark's ``benchmark`` marker that pbench honours
@@ -45,14 +46,7 @@ class BenchmarkOptions:
 
     @classmethod
     def of(cls, item: pytest.Item, min_time: float) -> BenchmarkOptions:
-        marker = item.get_closest_marker("benchmark")
-        raw: dict[str, Any] = dict(marker.kwargs) if marker else {}
-        unknown = sorted(set(raw) - MARKER_KEYS)
-        if unknown:
-            raise UsageError(
-                f"{item.nodeid}: the benchmark marker has no {', '.join(unknown)} "
-                f"(it takes {', '.join(sorted(MARKER_KEYS))})"
-            )
+        raw = marker_keywords(item, "benchmark", MARKER_KEYS)
         rounds = raw.get("min_rounds")
         if rounds is not None and (not isinstance(rounds, int) or rounds < 1):
             raise UsageError(f"{item.nodeid}: benchmark marker min_rounds={rounds!r}: 1 or more")

@@ -27,7 +27,7 @@ from pbench_runner.benchfixture import BenchmarkFixture, BenchmarkOptions
 from pbench_runner.errors import Interrupted, PbenchError, UsageError
 from pbench_runner.exitcodes import ExitCode
 from pbench_runner.progress import RunProgress
-from pbench_runner.pytest_plugin import handle_of
+from pbench_runner.pytest_plugin import handle_of, marker_keywords
 from pbench_runner.records import SampleRecord
 from pbench_runner.run import Run, RunOptions
 from pbench_runner.timing import MIN_TIME
@@ -306,14 +306,7 @@ MARKER_KEYS = frozenset({"samples", "warmup", "tool_group", "timeout", "tools", 
 
 def _marker_options(item: pytest.Function) -> dict[str, Any]:
     """The ``pbench`` marker's keywords, checked: a typo is an error, not a default."""
-    marker = item.get_closest_marker("pbench")
-    options: dict[str, Any] = dict(marker.kwargs) if marker else {}
-    unknown = sorted(set(options) - MARKER_KEYS)
-    if unknown:
-        raise UsageError(
-            f"{item.nodeid}: the pbench marker has no {', '.join(unknown)} "
-            f"(it takes {', '.join(sorted(MARKER_KEYS))})"
-        )
+    options = marker_keywords(item, "pbench", MARKER_KEYS)
     for key, least in (("samples", 1), ("warmup", 0)):
         value = options.get(key)
         if value is not None and (not isinstance(value, int) or value < least):

@@ -45,3 +45,19 @@ HANDLE: pytest.StashKey[SampleHandle] = pytest.StashKey()
 def handle_of(item: Any) -> SampleHandle | None:
     stash = getattr(item, "stash", None)
     return stash.get(HANDLE, None) if stash is not None else None
+
+
+def marker_keywords(item: Any, name: str, known: frozenset[str]) -> dict[str, Any]:
+    """The keywords of ``item``'s closest ``name`` marker; one it does not know
+    is an error naming the benchmark and what the marker takes."""
+    from pbench_runner.errors import UsageError
+
+    marker = item.get_closest_marker(name)
+    options: dict[str, Any] = dict(marker.kwargs) if marker else {}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise UsageError(
+            f"{item.nodeid}: the {name} marker has no {', '.join(unknown)} "
+            f"(it takes {', '.join(sorted(known))})"
+        )
+    return options
