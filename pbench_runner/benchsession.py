@@ -15,6 +15,7 @@ import re
 import resource
 import signal
 import time
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -28,7 +29,7 @@ from pbench_runner.errors import Interrupted, PbenchError, UsageError
 from pbench_runner.exitcodes import ExitCode
 from pbench_runner.progress import RunProgress
 from pbench_runner.pytest_plugin import handle_of, marker_keywords
-from pbench_runner.records import SampleRecord
+from pbench_runner.records import Iteration, SampleRecord
 from pbench_runner.run import Run, RunOptions
 from pbench_runner.timing import MIN_TIME
 
@@ -37,6 +38,10 @@ SCRIPT = "pbench-run"
 
 class SampleTimeout(PbenchError):
     """A sample ran past its timeout."""
+
+
+class Regression(PbenchError):
+    """A benchmark's metric changed past a ``--fail-on`` rule against the baseline."""
 
 
 def _safe(name: str) -> str:
@@ -55,7 +60,7 @@ PYTEST_STATUS: dict[int, int] = {
     pytest.ExitCode.INTERRUPTED: ExitCode.INTERRUPTED,
     pytest.ExitCode.INTERNAL_ERROR: ExitCode.INFRASTRUCTURE_ERROR,
     pytest.ExitCode.USAGE_ERROR: ExitCode.USAGE_ERROR,
-    pytest.ExitCode.NO_TESTS_COLLECTED: ExitCode.USAGE_ERROR,
+    pytest.ExitCode.NO_TESTS_COLLECTED: ExitCode.NO_BENCHMARKS,
 }
 
 
@@ -72,6 +77,10 @@ class BenchOptions:
     min_time: float = MIN_TIME
     #: run a pytest-benchmark suite: only the tests that use ``benchmark``
     pytest_benchmark: bool = False
+    #: the baseline (as :func:`pbench_runner.compare.load` reads it) and the rules
+    #: each benchmark is held to as soon as it has run
+    baseline: dict[str, Any] | None = None
+    fail_on: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -89,6 +98,10 @@ class BenchSession:
         self.failed_to_start = False
         #: what interrupts the run (pytest turns it into KeyboardInterrupt)
         self.signum: int = signal.SIGINT
+        #: the regressions found, and the benchmarks that failed otherwise
+        self.regressions: list[str] = []
+        self.failures: set[str] = set()
+        self._iterations: dict[str, Iteration] = {}
 
     @property
     def result_dir(self) -> Path:
@@ -109,16 +122,9 @@ class BenchSession:
             "pytest-benchmark's options for a benchmark using the benchmark fixture",
         )
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_sessionstart(self, session: pytest.Session) -> None:
-        try:
-            self.run.open()
-        except PbenchError as exc:
-            self.failed_to_start = True
-            self.run.close(exc)  # pytest skips sessionfinish after this
-            pytest.exit(f"pbench: {exc}", returncode=pytest.ExitCode.INTERNAL_ERROR)
-
     def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """Checked, then started: the run (Redis, the sink, the meisters, the
+        result directory) starts only once there is something valid to run."""
         total = 0
         for item in session.items:
             options: dict[str, Any] = {}
@@ -130,14 +136,24 @@ class BenchSession:
                     raise pytest.UsageError(str(exc)) from exc
             samples = options.get("samples")  # checked: a whole number >= 1, or None
             total += samples if samples is not None else self.opts.samples
+        if not session.items or session.config.option.collectonly:
+            return  # nothing to run: nothing is started, nothing is left behind
+        try:
+            self.run.open()
+        except PbenchError as exc:
+            self.failed_to_start = True  # open() closed the run: its records say why
+            pytest.exit(f"pbench: {exc}", returncode=pytest.ExitCode.INTERNAL_ERROR)
         self.progress.begin(total)
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         self.progress.end()
-        if self.failed_to_start:
+        if self.failed_to_start or not self.run.opened:
             return
-        self.run.workload_status = PYTEST_STATUS.get(exitstatus, ExitCode.INFRASTRUCTURE_ERROR)
+        status = PYTEST_STATUS.get(exitstatus, ExitCode.INFRASTRUCTURE_ERROR)
+        if status == ExitCode.BENCHMARK_FAILED and self.regressions and not self.failures:
+            status = ExitCode.REGRESSION  # every failure is a regression
+        self.run.workload_status = status
         interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
         self.run.close(Interrupted(self.signum) if interrupted else None)
 
@@ -205,9 +221,69 @@ class BenchSession:
             run.collect_sysinfo("end", sysinfo, base=iteration.directory, group=group)
         skipped = isinstance(failure, pytest.skip.Exception)
         iteration.finish("skipped" if skipped else "failed" if failure is not None else None)
+        self._iterations[pyfuncitem.nodeid] = iteration
         if failure is not None:
             raise failure
+        self._gate(iteration)
         return True
+
+    def _gate(self, iteration: Iteration) -> None:
+        """Hold the benchmark to ``--fail-on`` against the baseline now, so a
+        regression fails it where CI reports look: pytest's report and JUnit."""
+        if self.opts.baseline is None:
+            return
+        from pbench_runner import compare
+
+        found = compare.changes(
+            self.opts.baseline, {"run": {}, "iterations": [iteration.to_json()]}
+        )
+        iteration.verdict = {
+            ch.metric: {"change_pct": ch.pct, "verdict": compare.verdict(ch)} for ch in found
+        }
+        messages = compare.regressions(found, self.opts.fail_on)
+        if messages:
+            self.regressions.extend(messages)
+            iteration.restate("regressed")
+            raise Regression("; ".join(messages))
+        iteration.restate(iteration.status)
+
+    # --- what pytest says of each benchmark ---------------------------------------
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        """A failure of ours (a failed command, a timeout, a regression) is one
+        paragraph; pytest's traceback with ``-v``."""
+        report: pytest.TestReport = yield
+        error = call.excinfo.value if call.excinfo is not None else None
+        if isinstance(error, PbenchError) and item.config.get_verbosity() < 1:
+            report.longrepr = f"{item.nodeid}: {error}"
+        return report
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Set-up and tear-down errors and xfail, as pytest reports them, in the results."""
+        if not self.run.opened:
+            return
+        iteration = self._iterations.get(report.nodeid)
+        why = report.longreprtext.strip().splitlines()[-1:] if report.failed else []
+        if report.when == "setup" and report.failed:
+            iteration = self.run.iteration(
+                f"{len(self.run.iterations) + 1}-{_safe(report.nodeid.rpartition('::')[2])}",
+                nodeid=report.nodeid,
+            )
+            iteration.finish("error")
+            iteration.restate("error", f"set-up failed: {why[0] if why else ''}")
+        elif iteration is None:
+            return
+        elif report.when == "call" and hasattr(report, "wasxfail"):
+            iteration.restate("xfailed" if report.skipped else "xpassed")
+        elif report.when == "call" and report.failed and iteration.status != "regressed":
+            self.failures.add(report.nodeid)
+        elif report.when == "teardown" and report.failed:
+            iteration.restate("error", f"tear-down failed: {why[0] if why else ''}")
+        if report.failed and report.when != "call":
+            self.failures.add(report.nodeid)
 
     @staticmethod
     def _call(
@@ -266,6 +342,8 @@ class BenchSession:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         from pbench_runner.benchreport import summary_lines
 
+        if not self.run.opened:
+            return  # nothing ran
         tr = terminalreporter
         tr.section("pbench results")
         for line in summary_lines(it.to_json() for it in self.run.iterations):

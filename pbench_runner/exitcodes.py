@@ -18,6 +18,8 @@ class ExitCode(enum.IntEnum):
     REGRESSION = 3
     #: a host, a tool, Redis or the sink failed
     INFRASTRUCTURE_ERROR = 4
+    #: no benchmark was collected (pytest's own status for no tests)
+    NO_BENCHMARKS = 5
     #: SIGINT (128 + 2), after cleaning up
     INTERRUPTED = 130
     #: SIGTERM (128 + 15), after cleaning up

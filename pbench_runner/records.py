@@ -106,6 +106,10 @@ class Iteration:
     finished: bool = False
     #: a ``benchmark`` fixture's facts (:meth:`BenchmarkFixture.meta`): wall_s is per call
     benchmark: dict[str, Any] | None = None
+    #: against a baseline: metric -> its change and verdict
+    verdict: dict[str, Any] | None = None
+    #: why its status is what it is, when pytest says more (set-up, tear-down errors)
+    note: str = ""
 
     def finish(self, status: str | None = None) -> None:
         """Summarize the samples; write ``result.json`` and ``reference-result``."""
@@ -134,6 +138,9 @@ class Iteration:
             link = self.directory / "reference-result"
             link.unlink(missing_ok=True)
             os.symlink(self.reference, link)
+        self._write()
+
+    def _write(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         text = strictjson.dumps(self.to_json(), indent=2)
         (self.directory / "result.json").write_text(text + "\n")
@@ -152,7 +159,18 @@ class Iteration:
             data.update(primary_metric=self.primary_metric, reference=self.reference)
         if self.benchmark is not None:
             data["benchmark"] = self.benchmark
+        if self.verdict is not None:
+            data["verdict"] = self.verdict
+        if self.note:
+            data["note"] = self.note
         return data
+
+    def restate(self, status: str, note: str = "") -> None:
+        """A status known only after it finished (a regression, pytest's
+        xfail or tear-down error): ``result.json`` is written again."""
+        self.status = status
+        self.note = note or self.note
+        self._write()
 
     def meta(self) -> dict[str, Any]:
         """What ``metadata.log`` keeps of it."""

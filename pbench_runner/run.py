@@ -248,6 +248,11 @@ class Run:
         return self.workload_status
 
     @property
+    def opened(self) -> bool:
+        """Whether :meth:`open` was called (the run may have failed to start)."""
+        return self._opened
+
+    @property
     def infrastructure(self) -> bool:
         """A host or a tool failed (the run exits 4 unless something worse happened)."""
         return bool(self.problems)
@@ -274,6 +279,8 @@ class Run:
         self.meta.end = dt.datetime.now()
         if self.interrupted is not None:
             self.meta.status = "interrupted"
+        elif self.exit_status == ExitCode.REGRESSION:
+            self.meta.status = "regressed"
         else:
             failed = self.exit_status != ExitCode.OK or self.problems
             self.meta.status = "failed" if failed else "ok"

@@ -41,9 +41,30 @@ def add_parser(
     common: Callable[[argparse.ArgumentParser], None],
 ) -> None:
     """Add ``run`` and ``compare``; ``common`` adds --run-dir and -p as for every verb."""
-    p = sub.add_parser("run", help="run benchmark files like tests, tools around every sample")
+    p = sub.add_parser(
+        "run",
+        help="run benchmark files like tests, tools around every sample",
+        epilog="Any pytest option goes after --, e.g. `pbench run -- --junitxml=out.xml "
+        "--tb=long`; -k, -m, -x and -v work directly.",
+    )
     p.add_argument("paths", nargs="*", help="files or directories (default: benchmarks/)")
     common(p)
+    # pytest's most used options, passed on as they are
+    p.add_argument("-k", dest="pytest_k", metavar="EXPRESSION", help="pytest's -k: select by name")
+    p.add_argument("-m", dest="pytest_m", metavar="MARKEXPR", help="pytest's -m: select by marker")
+    p.add_argument("-x", dest="pytest_x", action="store_true", help="stop at the first failure")
+    p.add_argument(
+        "-v", dest="pytest_v", action="count", default=0, help="more detail (tracebacks)"
+    )
+    p.add_argument(
+        "--no-tools", action="store_true", help="run without tools, on purpose (no tool group)"
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse to compare runs of other tool groups, hosts or machines",
+    )
+    p.add_argument("--markdown", metavar="PATH", help="write the comparison as Markdown here")
     # Defaults of None are filled from [tool.pbench] / pbench.toml, then RUN_DEFAULTS.
     p.add_argument("--samples", type=int, help="samples per benchmark (default 3)")
     p.add_argument("--warmup", type=int, help="unrecorded runs before the samples (default 0)")
@@ -84,7 +105,12 @@ def add_parser(
     _fail_on(p)
 
     c = sub.add_parser("compare", help="compare runs of `pbench run`, metric by metric")
-    c.add_argument("runs", nargs="+", help="result directories or saved names; first is the base")
+    c.add_argument(
+        "runs",
+        nargs="*",
+        help="result directories, saved names or pytest-benchmark files; the first is the base",
+    )
+    c.add_argument("--list", action="store_true", help="list the saved runs: name, date, commit")
     c.add_argument("--run-dir", help="where saved runs live")
     _fail_on(c)
 
@@ -146,11 +172,17 @@ def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
     ]
     for plugin in args.plugins:
         argv += ["-p", plugin]
+    for flag, value in (("-k", args.pytest_k), ("-m", args.pytest_m)):
+        if value:
+            argv += [flag, value]
+    argv += ["-x"] * bool(args.pytest_x) + ["-v"] * args.pytest_v
     default_paths = ["."] if args.pytest_benchmark else ["benchmarks"]
     return [*argv, *extra, *(args.paths or default_paths)]
 
 
-def session_options(args: argparse.Namespace) -> BenchOptions:
+def session_options(
+    args: argparse.Namespace, baseline: dict[str, Any] | None = None
+) -> BenchOptions:
     from pbench_runner.benchsession import SCRIPT, BenchOptions
     from pbench_runner.config import load_remote
     from pbench_runner.run import RunOptions
@@ -159,7 +191,7 @@ def session_options(args: argparse.Namespace) -> BenchOptions:
         run=RunOptions(
             script=SCRIPT,
             run_dir=run_dir(args.run_dir),
-            group=args.tool_group,
+            group=NO_TOOLS if args.no_tools else args.tool_group,
             config=args.config,
             sysinfo=args.sysinfo,
             plugins=list(args.plugins),
@@ -173,6 +205,8 @@ def session_options(args: argparse.Namespace) -> BenchOptions:
         progress=not args.no_progress,
         min_time=args.min_time,
         pytest_benchmark=bool(args.pytest_benchmark),
+        baseline=baseline,
+        fail_on=list(args.fail_on),
     )
 
 
@@ -197,18 +231,22 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         raise UsageError("--min-time must be more than 0 seconds")
     if args.save:
         compare.check_save_name(args.save)  # before the run, not after it
-    for path in (args.json_path, args.benchmark_json):
+    for path in (args.json_path, args.benchmark_json, args.markdown, _junitxml(extra)):
         if path and not os.access(Path(path).absolute().parent, os.W_OK):
             raise UsageError(f"cannot write {path}: its directory is missing or not writable")
     rdir = run_dir(args.run_dir)
+    _check_tool_group(rdir, args)
+    if os.getcwd() not in sys.path:  # -p MODULE imports from here, as pytest's own -p does
+        sys.path.insert(0, os.getcwd())
     baseline = compare.resolve(rdir, args.compare) if args.compare else None
+    base_run = compare.load(baseline) if baseline is not None else None
     for rule in args.fail_on:
         compare.parse_rule(rule)  # refuse a bad rule before running anything
     if args.upload:
         from pbench_runner.results import server_settings
 
         server_settings(None, None)  # no server or token: say so before running anything
-    session = BenchSession(session_options(args))
+    session = BenchSession(session_options(args, base_run))
     terminated = []
 
     def on_sigterm(signum: int, frame: object) -> None:
@@ -232,6 +270,9 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         from pbench_runner.resultscmd import upload_after_run
 
         uploaded = upload_after_run(rdir, result_dir)
+    final = PYTEST_STATUS.get(status, ExitCode.INFRASTRUCTURE_ERROR)
+    if final == ExitCode.BENCHMARK_FAILED and session.regressions and not session.failures:
+        final = ExitCode.REGRESSION  # every failure is a regression
     if (result_dir / "result.json").exists():
         if args.benchmark_json:
             from pbench_runner import pbjson
@@ -239,29 +280,17 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
             pbjson.write(
                 Path(args.benchmark_json), json.loads((result_dir / "result.json").read_text())
             )
-        if args.save and status == 0 and not infrastructure:
+        if base_run is not None:
+            assert baseline is not None
+            _report_comparison(args, baseline, base_run, compare.load(result_dir))
+        # a baseline is replaced only by a run that passed, its gate included
+        if args.save and final == ExitCode.OK and not infrastructure:
             compare.save(rdir, args.save, result_dir)
         elif args.save:
-            print(f"pbench: not saved as {args.save!r}: the run did not pass", file=sys.stderr)
-        if baseline is not None:
-            base_run, new_run = compare.load(baseline), compare.load(result_dir)
-            found = compare.changes(base_run, new_run)
-            print(f"\ncompared with {baseline}:")
-            for warning in compare.differences(base_run, new_run):
-                print(f"pbench: warning: {warning}", file=sys.stderr)
-            print("\n".join(compare.table(found)))
-            for metric in compare.unknown_metrics(found, args.fail_on):
-                print(
-                    f"pbench: warning: --fail-on names {metric!r}, which no benchmark of both "
-                    "runs recorded",
-                    file=sys.stderr,
-                )
-            failed = compare.regressions(found, args.fail_on)
-            for message in failed:
-                print(f"pbench: regression: {message}", file=sys.stderr)
-            if failed and status == 0:
-                return ExitCode.REGRESSION
-    final = PYTEST_STATUS.get(status, ExitCode.INFRASTRUCTURE_ERROR)
+            print(
+                f"pbench: not saved as {args.save!r}: the run did not pass; the saved run is kept",
+                file=sys.stderr,
+            )
     if (infrastructure and final in (ExitCode.OK, ExitCode.USAGE_ERROR)) or (
         host_lost and final == ExitCode.INTERRUPTED
     ):
@@ -269,11 +298,67 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     return uploaded if final == ExitCode.OK else final
 
 
+#: ``--no-tools``: a run without tools, on purpose
+NO_TOOLS = "none"
+
+
+def _check_tool_group(rdir: Path, args: argparse.Namespace) -> None:
+    """A tool group that has no tools is refused unless it is the default one
+    (a first run) or ``--no-tools`` says so."""
+    from pbench_runner.toolstore import ToolStore
+
+    if args.no_tools or args.tool_group == "default":
+        return
+    store = ToolStore(rdir)
+    if store.load(args.tool_group).empty:
+        known = ", ".join(store.groups()) or "none"
+        raise UsageError(
+            f"tool group {args.tool_group!r} has no tools registered (groups with tools: "
+            f"{known}); register some, or use --no-tools to run without tools"
+        )
+
+
+def _junitxml(extra: list[str]) -> str | None:
+    """The path of pytest's ``--junitxml`` among the arguments after ``--``."""
+    for i, arg in enumerate(extra):
+        if arg.startswith("--junitxml="):
+            return arg.partition("=")[2]
+        if arg == "--junitxml" and i + 1 < len(extra):
+            return extra[i + 1]
+    return None
+
+
+def _report_comparison(
+    args: argparse.Namespace, baseline: Path, base_run: dict[str, Any], new_run: dict[str, Any]
+) -> None:
+    """The comparison's table (and Markdown); the gate itself ran with each benchmark."""
+    from pbench_runner import compare
+
+    found = compare.changes(base_run, new_run)
+    warnings = compare.differences(base_run, new_run)
+    print(f"\ncompared with {baseline}:")
+    for warning in warnings:
+        print(f"pbench: warning: {warning}", file=sys.stderr)
+    print("\n".join(compare.table(found)))
+    for metric in compare.unknown_metrics(found, args.fail_on):
+        print(
+            f"pbench: warning: --fail-on names {metric!r}, which no benchmark of both "
+            "runs recorded",
+            file=sys.stderr,
+        )
+    for message in compare.regressions(found, args.fail_on):
+        print(f"pbench: regression: {message}", file=sys.stderr)
+
+
 def compare_runs(args: argparse.Namespace) -> int:
     """``pbench compare BASE OTHER...``: a table per pair; exit 3 past a --fail-on rule."""
     from pbench_runner import compare
 
     rdir = run_dir(args.run_dir)
+    if args.list:
+        for line in _saved_lines(rdir):
+            print(line)
+        return ExitCode.OK
     runs = [compare.resolve(rdir, ref) for ref in args.runs]
     if len(runs) < 2:
         print("pbench: error: compare needs two runs or more", file=sys.stderr)
@@ -293,3 +378,27 @@ def compare_runs(args: argparse.Namespace) -> int:
             print(f"pbench: regression: {message}", file=sys.stderr)
             status = ExitCode.REGRESSION
     return status
+
+
+def _saved_lines(rdir: Path) -> list[str]:
+    """One line per saved run: its name, the run's date, commit and result directory."""
+    from pbench_runner import compare
+
+    directory = compare.saved_dir(rdir)
+    if not directory.is_dir():
+        return [f"no saved runs in {directory}"]
+    lines = []
+    for link in sorted(directory.iterdir()):
+        target = link.resolve()
+        try:
+            run = json.loads((target / "result.json").read_text()).get("run", {})
+        except (OSError, ValueError):
+            lines.append(f"{link.name:<20} (missing: {target})")
+            continue
+        commit = run.get("commit_info", {})
+        when = run.get("pbench", {}).get("date", "")[:19]
+        dirty = "+" if commit.get("dirty") else ""
+        lines.append(
+            f"{link.name:<20} {when:<20} {str(commit.get('id', ''))[:12] + dirty:<14} {target.name}"
+        )
+    return lines

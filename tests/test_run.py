@@ -162,10 +162,18 @@ def test_plain_pytest_does_not_run_benchmarks(tmp_path: Path) -> None:
     assert "1 passed" in proc.stdout  # only test_plain.py
 
 
-def test_no_benchmarks_is_a_usage_error(pbench, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_no_benchmarks_exits_5_and_starts_nothing(  # type: ignore[no-untyped-def]
+    pbench, run_dir: Path, tmp_path: Path
+) -> None:
+    """As pytest's 'no tests ran', and before Redis, the sink or a result directory."""
+    pbench("register-tool", "--name=vmstat", check=True)
     (tmp_path / "empty").mkdir()
     proc = pbench("run", str(tmp_path / "empty"))
-    assert proc.returncode == 2
+    assert proc.returncode == 5, proc.stdout
+    proc = pbench("run", str(tmp_path / "nonexistent"))
+    assert proc.returncode == 2 and "not found" in proc.stdout + proc.stderr
+    assert not (run_dir / "results").exists()
+    assert "Result directory" not in proc.stdout
 
 
 SCORED = """
@@ -203,18 +211,32 @@ def test_compare_and_fail_on_gate_a_regression(
         "--sysinfo=none",
         "--compare=base",
         "--fail-on=score:-5%",
-        "--save=new",
+        "--save=base",
+        "--",
+        f"--junitxml={tmp_path / 'junit.xml'}",
     )
     assert bad.returncode == 3
     assert "regression: " in bad.stderr
     assert "bench_scored: score changed -10.0%" in bad.stderr
     assert "past the limit of -5%" in bad.stderr
+    # the baseline is kept: a run that fails its gate never replaces it
+    assert "not saved as 'base'" in bad.stderr
+    assert (run_dir / "saved" / "base").resolve().name != latest_result(run_dir).name
+    # the verdict where CI looks: the benchmark failed in JUnit, and in result.json
+    junit = (tmp_path / "junit.xml").read_text()
+    assert 'failures="1"' in junit and "score changed -10.0%" in junit
+    it = iteration(latest_result(run_dir), "bench_scored")
+    assert it["status"] == "regressed" and it["verdict"]["score"]["verdict"] == "worse"
+    meta = json.loads((latest_result(run_dir) / "metadata.json").read_text())
+    assert meta["run"]["status"] == "regressed"
 
-    table = pbench("compare", "base", "new")
+    table = pbench("compare", "base", str(latest_result(run_dir)))
     assert table.returncode == 0
     assert "score" in table.stdout and "-10.0%" in table.stdout and "worse" in table.stdout
-    gated = pbench("compare", "base", "latest", "--fail-on=score:-5%")
+    gated = pbench("compare", "base", str(latest_result(run_dir)), "--fail-on=score:-5%")
     assert gated.returncode == 3
+    listed = pbench("compare", "--list")
+    assert listed.returncode == 0 and listed.stdout.startswith("base")
 
     bad_rule = pbench("run", str(suite), "--compare=base", "--fail-on=score-5")
     assert bad_rule.returncode == 2
@@ -426,9 +448,16 @@ def test_usage_errors_are_refused_before_anything_runs(
     assert proc.returncode == 2 and "--fail-on needs a baseline" in proc.stderr
     proc = pbench("run", str(good), "--save=latest")
     assert proc.returncode == 2 and "bad --save name 'latest'" in proc.stderr
-    (typo_run,) = (run_dir / "results").iterdir()  # only the refused run left a trace:
-    meta = json.loads((typo_run / "metadata.json").read_text())
-    assert meta["run"]["status"] == "failed" and not meta.get("iterations")
+    # refused before anything started: no Redis, no result directory
+    assert not (run_dir / "results").exists()
+    proc = pbench("run", str(good), "--tool-group=defualt")
+    assert proc.returncode == 2 and "tool group 'defualt' has no tools registered" in proc.stderr
+    assert "--no-tools" in proc.stderr
+    proc = pbench("run", str(good), "--json=/nonexistent/x.json")
+    assert proc.returncode == 2 and "cannot write /nonexistent/x.json" in proc.stderr
+    proc = pbench("run", str(good), "--", "--junitxml=/nonexistent/j.xml")
+    assert proc.returncode == 2 and "cannot write /nonexistent/j.xml" in proc.stderr
+    assert not (run_dir / "results").exists()
 
 
 DIES = """
