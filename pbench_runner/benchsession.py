@@ -14,6 +14,7 @@ import math
 import re
 import resource
 import signal
+import sys
 import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -111,9 +112,20 @@ class BenchSession:
 
     def pytest_configure(self, config: pytest.Config) -> None:
         capman = config.pluginmanager.getplugin("capturemanager")
+
+        def line(text: str) -> None:
+            # pytest's reporter (registered after this plugin is configured)
+            reporter = config.pluginmanager.getplugin("terminalreporter")
+            if reporter is None:
+                print(text, file=sys.stderr, flush=True)
+                return
+            reporter.ensure_newline()
+            reporter.write_line(text)
+
         self.progress = RunProgress(
             enabled=self.opts.progress,
             suspend=capman.global_and_fixture_disabled if capman else contextlib.nullcontext,
+            line=line,
         )
         self.run.on_phase = self.progress.phase
         config.addinivalue_line(

@@ -237,6 +237,9 @@ def dispatch(args: argparse.Namespace, tail: list[str]) -> int:
 
         return run_verb(args)
     if verb == "user-benchmark":
+        from pbench_runner.config import check_settings, find_settings
+
+        check_settings(find_settings())  # a typo in the settings is refused, as by pbench run
         if not tail:
             raise UsageError("user-benchmark needs a command after --, e.g. -- sleep 1")
         if args.samples < 1:

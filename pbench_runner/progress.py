@@ -23,6 +23,8 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from pbench_runner.timing import fmt_time
+
 
 class RunProgress:
     """Progress of one run; every method is cheap and safe to call when disabled.
@@ -37,7 +39,11 @@ class RunProgress:
         enabled: bool = True,
         stream: IO[str] | None = None,
         suspend: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+        line: Callable[[str], None] | None = None,
     ) -> None:
+        """``line`` writes one line of its own off a terminal (pytest's reporter,
+        so that a CI log never has a sample's line in the middle of pytest's dots)."""
+        self.line = line
         # With no stream, rich looks sys.stderr up at every write: inside
         # ``suspend`` that is the real one.
         self.console = Console(file=stream) if stream else Console(stderr=True)
@@ -85,12 +91,13 @@ class RunProgress:
             with self.suspend():
                 self.progress.refresh()
         elif self.enabled:
+            text = f"pbench: {self.label}: {status}, {fmt_time(wall_s)}"
+            if self.line is not None:  # a line of its own among pytest's output
+                with self.suspend():
+                    self.line(text)
+                return
             with self.suspend():
-                self.console.print(
-                    f"pbench: {self.label}: {status}, {wall_s:.3f} s",
-                    highlight=False,
-                    soft_wrap=True,
-                )
+                self.console.print(text, highlight=False, soft_wrap=True)
 
     def end(self) -> None:
         if self.progress is not None:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pbench_runner.config import project_settings, run_dir
+from pbench_runner.config import check_settings, find_settings, project_settings, run_dir
 from pbench_runner.errors import UsageError
 from pbench_runner.exitcodes import ExitCode
 
@@ -184,8 +184,10 @@ def session_options(
     args: argparse.Namespace, baseline: dict[str, Any] | None = None
 ) -> BenchOptions:
     from pbench_runner.benchsession import SCRIPT, BenchOptions
-    from pbench_runner.config import load_remote
+    from pbench_runner.config import find_settings, load_deadlines, load_remote
     from pbench_runner.run import RunOptions
+
+    settings = find_settings()
 
     return BenchOptions(
         run=RunOptions(
@@ -195,7 +197,8 @@ def session_options(
             config=args.config,
             sysinfo=args.sysinfo,
             plugins=list(args.plugins),
-            remote=load_remote(),
+            remote=load_remote(settings),
+            deadlines=load_deadlines(settings),
             on_host_failure=args.on_host_failure,
             json_path=Path(args.json_path).absolute() if args.json_path else None,
         ),
@@ -218,7 +221,10 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
 
     if args.fail_on and not args.compare:
         raise UsageError("--fail-on needs a baseline to compare with: --compare=BASELINE")
-    apply_defaults(args, project_settings(), "[tool.pbench] in pyproject.toml or pbench.toml")
+    settings = find_settings()  # from here upward, as pytest finds its rootdir
+    check_settings(settings)  # an unknown key or a bad value names the file and the key
+    where = ", ".join(str(f) for f in settings.files) or "[tool.pbench] or pbench.toml"
+    apply_defaults(args, settings.values, where)
     if not args.compare:
         args.fail_on = []  # rules from the settings apply when there is a baseline
     if args.samples < 1:
