@@ -270,7 +270,8 @@ class BenchSession:
         report: pytest.TestReport = yield
         error = call.excinfo.value if call.excinfo is not None else None
         if isinstance(error, PbenchError) and item.config.get_verbosity() < 1:
-            report.longrepr = f"{item.nodeid}: {error}"
+            text = str(error)
+            report.longrepr = text if text.startswith(item.nodeid) else f"{item.nodeid}: {text}"
         return report
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:

@@ -111,6 +111,15 @@ def add_parser(
         help="result directories, saved names or pytest-benchmark files; the first is the base",
     )
     c.add_argument("--list", action="store_true", help="list the saved runs: name, date, commit")
+    c.add_argument(
+        "--format",
+        choices=("text", "markdown", "json"),
+        default="text",
+        help="text (a table), markdown (for a pull-request comment) or json",
+    )
+    c.add_argument(
+        "--strict", action="store_true", help="refuse runs of other tool groups, hosts or machines"
+    )
     c.add_argument("--run-dir", help="where saved runs live")
     _fail_on(c)
 
@@ -288,7 +297,9 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
             )
         if base_run is not None:
             assert baseline is not None
-            _report_comparison(args, baseline, base_run, compare.load(result_dir))
+            refused = _report_comparison(args, baseline, base_run, compare.load(result_dir))
+            if refused and final == ExitCode.OK:
+                final = refused
         # a baseline is replaced only by a run that passed, its gate included
         if args.save and final == ExitCode.OK and not infrastructure:
             compare.save(rdir, args.save, result_dir)
@@ -336,16 +347,22 @@ def _junitxml(extra: list[str]) -> str | None:
 
 def _report_comparison(
     args: argparse.Namespace, baseline: Path, base_run: dict[str, Any], new_run: dict[str, Any]
-) -> None:
-    """The comparison's table (and Markdown); the gate itself ran with each benchmark."""
+) -> int:
+    """The comparison's table (and Markdown); the gate itself ran with each benchmark.
+    Returns 2 when ``--strict`` finds the runs not comparable."""
     from pbench_runner import compare
 
     found = compare.changes(base_run, new_run)
-    warnings = compare.differences(base_run, new_run)
     print(f"\ncompared with {baseline}:")
-    for warning in warnings:
-        print(f"pbench: warning: {warning}", file=sys.stderr)
-    print("\n".join(compare.table(found)))
+    try:
+        warnings = compare.check_comparable(base_run, new_run, strict=args.strict)
+    except compare.NotComparable as exc:
+        print(f"pbench: error: {exc}", file=sys.stderr)
+        return ExitCode.USAGE_ERROR
+    sys.stdout.write(compare.render(found, "text", warnings))
+    if args.markdown:
+        text = compare.render(found, "markdown", warnings, args.fail_on)
+        Path(args.markdown).write_text(text)
     for metric in compare.unknown_metrics(found, args.fail_on):
         print(
             f"pbench: warning: --fail-on names {metric!r}, which no benchmark of both "
@@ -354,6 +371,7 @@ def _report_comparison(
         )
     for message in compare.regressions(found, args.fail_on):
         print(f"pbench: regression: {message}", file=sys.stderr)
+    return ExitCode.OK
 
 
 def compare_runs(args: argparse.Namespace) -> int:
@@ -372,9 +390,12 @@ def compare_runs(args: argparse.Namespace) -> int:
     base = compare.load(runs[0])
     status: int = ExitCode.OK
     for other in runs[1:]:
-        found = compare.changes(base, compare.load(other))
-        print(f"{runs[0].name} -> {other.name}")
-        print("\n".join(compare.table(found)))
+        new = compare.load(other)
+        found = compare.changes(base, new)
+        warnings = compare.check_comparable(base, new, strict=args.strict)
+        if args.format == "text":
+            print(f"{runs[0].name} -> {other.name}")
+        sys.stdout.write(compare.render(found, args.format, warnings, args.fail_on or []))
         for metric in compare.unknown_metrics(found, args.fail_on or []):
             print(
                 f"pbench: warning: --fail-on names {metric!r}, which neither run has",

@@ -25,6 +25,7 @@ def main() -> int:
         ["sink_ingest.py", "--size-mib", "256" if args.quick else "1024"],
         ["overhead.py", "--repeat", "2" if args.quick else "5"],
         ["run_overhead.py", "--repeat", "1" if args.quick else "3"],
+        ["false_alarms.py", "--quick"] if args.quick else ["false_alarms.py"],
         ["timing_peers.py", "--quick"] if args.quick else ["timing_peers.py"],
         ["observer_overhead.py", "--seconds", "10" if args.quick else "60"],
         [

@@ -366,11 +366,13 @@ def test_a_pytest_benchmark_file_is_a_baseline(real_pytest_benchmark: Path) -> N
         "suite/test_tiny.py::test_sorted[1000]",
     }
     slower = found["test_tiny.py::test_sum"]
-    assert slower.pct == pytest.approx(100.0, rel=1e-3)
+    # the new run is the base's mean doubled; the change is read on medians, which
+    # pytest-benchmark's skewed rounds put a little apart from the means
+    assert 90.0 < slower.pct < 130.0, slower.pct
     assert compare.verdict(slower) == "worse"
     assert compare.regressions([slower], ["wall_s:+10%"])
     lines = compare.table(list(found.values()))
-    assert any("test_tiny.py::test_sum" in line and "+100.0%" in line for line in lines)
+    assert any("test_tiny.py::test_sum" in line and "worse" in line for line in lines)
     assert any("suite/test_tiny.py::test_sorted[1000]" in line for line in lines)
     # the same machine: nothing differs but what a pytest-benchmark file cannot say
     assert compare.differences(base, new) == []

@@ -600,3 +600,50 @@ def test_classes_project_discovery_patterns_x_and_p(pbench, run_dir: Path, tmp_p
                  for p in result.iterdir() if p.is_dir() and (p / "result.json").exists()
                  and p.name[0].isdigit())  # fmt: skip
     assert ran == ["PerfThings::perf_one", "PerfThings::perf_two"]  # -x: stopped at the failure
+
+
+CONTROLLED = """
+import os
+
+def bench_latency(sample):
+    values = [float(v) for v in os.environ["BENCH_VALUES"].split(",")]
+    sample.record("latency_ms", values[sample.number - 1], unit="ms")
+"""
+
+
+def test_a_steady_slowdown_with_one_outlier_fails_and_unchanged_runs_pass(  # type: ignore[no-untyped-def]
+    pbench, run_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """Issue 13's first case: five new samples all above the base's maximum, one of
+    them an outlier, once passed as 'within noise' (Welch's t on the means)."""
+    suite = tmp_path / "controlled"
+    suite.mkdir()
+    (suite / "bench_latency.py").write_text(CONTROLLED)
+    run = ("run", str(suite), "--samples=5", "--sysinfo=none", "--no-progress")
+    monkeypatch.setenv("BENCH_VALUES", "100,101,99,100,102")
+    assert pbench(*run, "--save=base").returncode == 0
+    for unchanged in ("101,99,100,102,100", "99,100,101,100,101"):  # no false alarm
+        monkeypatch.setenv("BENCH_VALUES", unchanged)
+        proc = pbench(*run, "--compare=base", "--fail-on=latency_ms:+10%")
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    monkeypatch.setenv("BENCH_VALUES", "130,131,129,132,300")
+    report = tmp_path / "report.md"
+    proc = pbench(*run, "--compare=base", "--fail-on=latency_ms:+10%", f"--markdown={report}")
+    assert proc.returncode == 3, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "regression: " in proc.stderr and "latency_ms" in proc.stderr
+    # the interval is reported, not only the point, and its near edge is past +10 %
+    (line,) = [x for x in proc.stdout.splitlines() if "latency_ms" in x and "worse" in x]
+    assert "+31.0% [+" in line, line
+    # the verdict for a pull-request comment, and as JSON
+    markdown = report.read_text()
+    assert markdown.startswith("**") and "| latency_ms |" in markdown.replace("`", "")
+    latest = str(latest_result(run_dir))
+    as_json = pbench("compare", "base", latest, "--format=json")
+    (change,) = [c for c in json.loads(as_json.stdout) if c["metric"] == "latency_ms"]
+    assert change["verdict"] == "worse"
+    assert change["ci_low"] > 0.1
+    # runs made with other tools are not compared under --strict
+    pbench("register-tool", "--name=vmstat", "--", "--interval=1", check=True)
+    monkeypatch.setenv("BENCH_VALUES", "100,101,99,100,102")
+    proc = pbench(*run, "--compare=base", "--strict")
+    assert proc.returncode == 2 and "tool" in proc.stderr, proc.stderr
