@@ -120,7 +120,8 @@ class BenchSession:
                 print(text, file=sys.stderr, flush=True)
                 return
             reporter.ensure_newline()
-            reporter.write_line(text)
+            if text:  # "" only ends pytest's current line
+                reporter.write_line(text)
 
         self.progress = RunProgress(
             enabled=self.opts.progress,
@@ -227,6 +228,7 @@ class BenchSession:
             if run.host_lost:
                 lost = ", ".join(sorted(h for c in run.controllers() for h in c.missing))
                 pyfuncitem.session.shouldstop = f"pbench: host {lost} lost; run stopped"
+        self.progress.pause()
         if bench is not None:
             iteration.benchmark = bench.meta()  # its loops, and the extra_info it was given
         if not isinstance(failure, KeyboardInterrupt):
@@ -279,7 +281,8 @@ class BenchSession:
         if not self.run.opened:
             return
         iteration = self._iterations.get(report.nodeid)
-        why = report.longreprtext.strip().splitlines()[-1:] if report.failed else []
+        crash = getattr(report.longrepr, "reprcrash", None)  # "RuntimeError: why"
+        why = [crash.message] if crash else report.longreprtext.strip().splitlines()[-1:]
         if report.when == "setup" and report.failed:
             iteration = self.run.iteration(
                 f"{len(self.run.iterations) + 1}-{_safe(report.nodeid.rpartition('::')[2])}",

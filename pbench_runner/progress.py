@@ -52,6 +52,7 @@ class RunProgress:
         self.progress: Progress | None = None
         self.task: Any = None
         self.label = ""
+        self.live = False
 
     def begin(self, total_samples: int) -> None:
         if not self.enabled:
@@ -69,14 +70,27 @@ class RunProgress:
             transient=True,
             auto_refresh=False,
         )
-        self.task = self.progress.add_task("collecting", total=total_samples)
-        with self.suspend():
-            self.progress.start()
+        self.task = self.progress.add_task("", total=total_samples)
 
     def sample(self, benchmark: str, kind: str, number: int, of: int) -> None:
-        """A sample (or warm-up run) of ``benchmark`` begins."""
+        """A sample (or warm-up run) of ``benchmark`` begins; on a terminal the bar
+        shows from a benchmark's first sample to its last (see :meth:`pause`)."""
         self.label = f"{benchmark} {kind} {number}/{of}"
+        if self.progress is not None and not self.live:
+            with self.suspend():
+                if self.line is not None:
+                    self.line("")  # ends pytest's line of the file, which stays whole
+                self.progress.start()
+            self.live = True
         self.phase("start-tools")
+
+    def pause(self) -> None:
+        """A benchmark is done: the bar goes (its line cleared) until the next one,
+        so that pytest's own progress is written where pytest expects it."""
+        if self.progress is not None and self.live:
+            with self.suspend():
+                self.progress.stop()
+            self.live = False
 
     def phase(self, what: str) -> None:
         if self.progress is not None:
@@ -100,7 +114,5 @@ class RunProgress:
                 self.console.print(text, highlight=False, soft_wrap=True)
 
     def end(self) -> None:
-        if self.progress is not None:
-            with self.suspend():
-                self.progress.stop()
-            self.progress = None
+        self.pause()
+        self.progress = None

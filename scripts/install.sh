@@ -25,6 +25,7 @@ declare -A needs=(
     [prometheus-node-exporter]=prometheus-node-exporter
     [xz]=xz-utils        # move-results: multi-threaded xz
     [chromium]=chromium  # the results server's browser tests (Playwright drives it)
+    [tmux]=tmux          # the terminal tests: pbench run on a real terminal
 )
 
 sudo=""
