@@ -350,7 +350,7 @@ def _report_comparison(
 ) -> int:
     """The comparison's table (and Markdown); the gate itself ran with each benchmark.
     Returns 2 when ``--strict`` finds the runs not comparable."""
-    from pbench_runner import compare
+    from pbench_runner import compare, compare_report
 
     found = compare.changes(base_run, new_run)
     print(f"\ncompared with {baseline}:")
@@ -359,9 +359,9 @@ def _report_comparison(
     except compare.NotComparable as exc:
         print(f"pbench: error: {exc}", file=sys.stderr)
         return ExitCode.USAGE_ERROR
-    sys.stdout.write(compare.render(found, "text", warnings))
+    sys.stdout.write(compare_report.render(found, "text", warnings))
     if args.markdown:
-        text = compare.render(found, "markdown", warnings, args.fail_on)
+        text = compare_report.render(found, "markdown", warnings, args.fail_on)
         Path(args.markdown).write_text(text)
     for metric in compare.unknown_metrics(found, args.fail_on):
         print(
@@ -376,7 +376,7 @@ def _report_comparison(
 
 def compare_runs(args: argparse.Namespace) -> int:
     """``pbench compare BASE OTHER...``: a table per pair; exit 3 past a --fail-on rule."""
-    from pbench_runner import compare
+    from pbench_runner import compare, compare_report
 
     rdir = run_dir(args.run_dir)
     if args.list:
@@ -395,7 +395,7 @@ def compare_runs(args: argparse.Namespace) -> int:
         warnings = compare.check_comparable(base, new, strict=args.strict)
         if args.format == "text":
             print(f"{runs[0].name} -> {other.name}")
-        sys.stdout.write(compare.render(found, args.format, warnings, args.fail_on or []))
+        sys.stdout.write(compare_report.render(found, args.format, warnings, args.fail_on or []))
         for metric in compare.unknown_metrics(found, args.fail_on or []):
             print(
                 f"pbench: warning: --fail-on names {metric!r}, which neither run has",

@@ -33,7 +33,7 @@ from typing import Any
 
 from _common import timed_pbench
 
-from pbench_runner import compare
+from pbench_runner import compare, noise
 
 BENCH = "def bench_sum(sample):\n    sum(range(10**{exponent}))\n"
 
@@ -45,7 +45,7 @@ def welch_alarm(base: Sequence[float], new: Sequence[float]) -> bool:
     if va + vb == 0:
         return diff != 0
     df = (va + vb) ** 2 / (va**2 / (len(base) - 1) + vb**2 / (len(new) - 1))
-    return compare.t_p_value(diff / math.sqrt(va + vb), df) <= compare.ALPHA
+    return noise.t_p_value(diff / math.sqrt(va + vb), df) <= noise.ALPHA
 
 
 def metric_values(run: dict[str, Any]) -> dict[str, list[float]]:

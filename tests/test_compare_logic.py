@@ -14,28 +14,29 @@ from typing import Any
 
 import pytest
 
-from pbench_runner import compare, pbjson
+from pbench_runner import compare, noise, pbjson
 from pbench_runner.compare import (
     Change,
-    assess,
-    bootstrap_interval,
     changes,
     check_comparable,
     comparability,
-    mann_whitney,
     parse_rule,
     past_limit,
     regressions,
-    render,
-    t_critical,
-    t_p_value,
-    t_quantile,
-    table,
     tool_differences,
     unknown_metrics,
     verdict,
 )
+from pbench_runner.compare_report import render, table
 from pbench_runner.errors import UsageError
+from pbench_runner.noise import (
+    assess,
+    bootstrap_interval,
+    mann_whitney,
+    t_critical,
+    t_p_value,
+    t_quantile,
+)
 
 
 def run(values: list[float], higher: bool = True, metric: str = "score") -> dict[str, Any]:
@@ -108,8 +109,8 @@ def test_every_order_of_unchanged_samples_is_equally_likely(m: int, n: int, most
 
 def test_three_against_three_needs_more_than_separation() -> None:
     # the rank test cannot reach 5 % here: 2 / C(6, 3) = 0.1 at best
-    assert not compare.rank_test_can_decide(3, 3) and not compare.rank_test_can_decide(3, 4)
-    assert compare.rank_test_can_decide(4, 4) and compare.rank_test_can_decide(3, 5)
+    assert not noise.rank_test_can_decide(3, 3) and not noise.rank_test_can_decide(3, 4)
+    assert noise.rank_test_can_decide(4, 4) and noise.rank_test_can_decide(3, 5)
     # separated but no further apart than each run spreads: 1 in 10 unchanged runs do that
     ch = one([1.00, 1.01, 1.02], [1.03, 1.04, 1.05])
     assert ch.method == "separation" and ch.p_value == pytest.approx(0.1)
@@ -166,9 +167,9 @@ def brute_force_p(base: list[float], new: list[float]) -> float:
 
 
 def test_the_exact_distribution_is_every_order_counted() -> None:
-    assert compare._u_counts(3, 3) == (1, 1, 2, 3, 3, 3, 3, 2, 1, 1)
+    assert noise._u_counts(3, 3) == (1, 1, 2, 3, 3, 3, 3, 2, 1, 1)
     for m, n in [(1, 4), (2, 5), (4, 6), (7, 7), (20, 20)]:
-        counts = compare._u_counts(m, n)
+        counts = noise._u_counts(m, n)
         assert sum(counts) == math.comb(m + n, m) and len(counts) == m * n + 1
         assert counts == counts[::-1]
     rng = random.Random(3)
@@ -236,7 +237,7 @@ def test_many_samples_draw_the_median_by_its_order_statistic(
         base = [rng.lognormvariate(0, 0.1) for _ in range(n)]
         new = [1.05 * rng.lognormvariate(0, 0.1) for _ in range(n)]
         by_order = bootstrap_interval(base, new, resamples=4000)
-        monkeypatch.setattr(compare, "_RESAMPLE_MAX", 10**6)
+        monkeypatch.setattr(noise, "_RESAMPLE_MAX", 10**6)
         by_resampling = bootstrap_interval(base, new, resamples=4000)
         monkeypatch.undo()
         assert by_order != by_resampling

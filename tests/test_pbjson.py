@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from pytest_benchmark.stats import Stats
 
-from pbench_runner import compare, pbjson
+from pbench_runner import compare, compare_report, pbjson
 from pbench_runner.errors import UsageError
 from pbench_runner.machine import commit_info, machine_id, machine_info
 
@@ -371,7 +371,7 @@ def test_a_pytest_benchmark_file_is_a_baseline(real_pytest_benchmark: Path) -> N
     assert 90.0 < slower.pct < 130.0, slower.pct
     assert compare.verdict(slower) == "worse"
     assert compare.regressions([slower], ["wall_s:+10%"])
-    lines = compare.table(list(found.values()))
+    lines = compare_report.table(list(found.values()))
     assert any("test_tiny.py::test_sum" in line and "worse" in line for line in lines)
     assert any("suite/test_tiny.py::test_sorted[1000]" in line for line in lines)
     # the same machine: nothing differs but what a pytest-benchmark file cannot say

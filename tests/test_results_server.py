@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from pbench_runner import compare, procs
+from pbench_runner import compare, compare_report, procs
 from tests.results_helpers import (
     ResultsServer,
     make_result,
@@ -343,7 +343,7 @@ def test_the_verdict_follows_the_means_even_from_a_mean_of_zero() -> None:
     (drop,) = compare.changes(run([0.0, 0.0]), run([-1.0, -1.0]))
     assert drop.significant and drop.higher_is_better
     assert compare.verdict(drop) == "worse"
-    assert compare.table([drop])[1].endswith("n/a  worse")
+    assert compare_report.table([drop])[1].endswith("n/a  worse")
     (rise,) = compare.changes(run([0.0, 0.0]), run([1.0, 1.0]))
     assert compare.verdict(rise) == "better"
     (same,) = compare.changes(run([1.0, 1.2]), run([1.1, 1.1]))

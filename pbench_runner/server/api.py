@@ -39,7 +39,7 @@ from typing import Any, Final
 import cherrypy
 import cherrypy.lib.static
 
-from pbench_runner import compare, strictjson
+from pbench_runner import compare, compare_report, strictjson
 from pbench_runner.server import archive, auth
 from pbench_runner.server.receive import InProgress, Limits, Refused, check_room, drain, receive
 from pbench_runner.server.storage import Dataset, Filters, Index, now
@@ -131,7 +131,7 @@ def comparison(datasets: list[Dataset]) -> list[dict[str, Any]]:
                 "base": base.id,
                 "other": other.id,
                 "changes": [{**asdict(ch), "verdict": compare.verdict(ch)} for ch in changes],
-                "table": compare.table(changes),
+                "table": compare_report.table(changes),
             }
         )
     return found
