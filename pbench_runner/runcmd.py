@@ -172,6 +172,9 @@ def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
         # pbench's own benchmark fixture, not pytest-benchmark's, when both are installed
         "-p",
         "no:benchmark",
+        # pbench itself is imported before pytest starts: nothing of it is for rewriting
+        "-W",
+        "ignore:Module already imported so cannot be rewritten:pytest.PytestAssertRewriteWarning",
         "-o",
         f"python_files={found['files']}",
         "-o",
