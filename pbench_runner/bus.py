@@ -192,6 +192,12 @@ class Result:
         return failed
 
 
+def take_password() -> str | None:
+    """Redis's password from the environment, removed from it: the tools a
+    meister or the sink starts inherit the environment, and must not see it."""
+    return os.environ.pop(PASSWORD_ENV, None)
+
+
 def connect(
     url: str, password: str | None = None, *, timeout: float = 10.0, name: str | None = None
 ) -> redis.Redis:

@@ -476,10 +476,12 @@ def serve_host(url: str, run_id: str, host: str, password: str | None = None) ->
     return 0
 
 
-def _report_failed_start(url: str, run_id: str, host: str, exc: BaseException) -> None:
+def _report_failed_start(
+    url: str, run_id: str, host: str, exc: BaseException, password: str | None
+) -> None:
     """Tell the controller that this host's meister could not even start."""
     with contextlib.suppress(redis.exceptions.RedisError):
-        client = bus.connect(url, timeout=5)
+        client = bus.connect(url, password, timeout=5)
         keys = bus.Keys(run_id)
         if not client.hexists(keys.ready, host):
             why = f"host {host}: the tool meister failed to start: {type(exc).__name__}: {exc}"
@@ -500,7 +502,9 @@ def _log_to(host: str, log_dir: Path | None) -> None:
     )
 
 
-def launch(url: str, run_id: str, hosts: list[str], log_dir: Path | None) -> int:
+def launch(
+    url: str, run_id: str, hosts: list[str], log_dir: Path | None, password: str | None = None
+) -> int:
     """Serve several hosts from this machine: import once, then fork a meister each.
 
     Used when many host names run on the controller's own machine (tests and
@@ -518,10 +522,10 @@ def launch(url: str, run_id: str, hosts: list[str], log_dir: Path | None) -> int
             procs.die_with_parent(launcher)
             try:
                 _log_to(host, log_dir)
-                status = serve_host(url, run_id, host)
+                status = serve_host(url, run_id, host, password)
             except BaseException as exc:  # the launcher's log is the last resort
                 print(f"tm[{host}]: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-                _report_failed_start(url, run_id, host, exc)
+                _report_failed_start(url, run_id, host, exc, password)
                 status = 1
             procs.fast_exit(status)
         children[pid] = host
@@ -553,11 +557,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--log-dir", type=Path, help="with several hosts: tm-<host>.log here")
     args = parser.parse_args(argv)
+    password = bus.take_password()  # the meister's own, not its tools'
     if len(args.host) > 1:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s tm-launcher %(message)s")
-        return launch(args.redis, args.run_id, args.host, args.log_dir)
+        return launch(args.redis, args.run_id, args.host, args.log_dir, password)
     _log_to(args.host[0], None)
-    return serve_host(args.redis, args.run_id, args.host[0])
+    return serve_host(args.redis, args.run_id, args.host[0], password)
 
 
 if __name__ == "__main__":

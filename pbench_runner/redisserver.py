@@ -105,6 +105,13 @@ class RedisServer:
                 die_with_parent=self.die_with_parent,
             )
             if self._wait_ready():
+                # redis-server has read it: the copy kept with the run's logs (and so in
+                # its result) carries no secret
+                conf.write_text(
+                    conf.read_text().replace(
+                        f"requirepass {self.password}", "# requirepass (redacted)"
+                    )
+                )
                 return self
             last_log = procs.tail(self.log_path)
             procs.stop(self.proc, timeout=2)

@@ -383,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.version.split()[0],
         )
         return 2
-    sink = ToolDataSink(args.redis, args.run_id)
+    sink = ToolDataSink(args.redis, args.run_id, bus.take_password())  # not its collectors'
     missing = sink.collectors.missing_programs(f"{socket.gethostname()} (the controller)")
     if missing:
         bus.mark_ready(sink.client, sink.keys, bus.SINK, False, {}, missing)
