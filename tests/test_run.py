@@ -273,7 +273,10 @@ def test_each_benchmark_shows_what_every_host_did(pbench, run_dir: Path, tmp_pat
     # one of this machine's cores spins: the host is clearly busy, never over 100 %
     cpus = os.cpu_count() or 1
     assert 60 / cpus < host["cpu_busy_pct"]["mean"] <= 100
-    assert host["cpu_busy_pct"]["peak"] >= host["cpu_busy_pct"]["mean"]
+    # the mean is the kernel counters' over the exact window, the peak the highest of
+    # sar's 1 s rows inside it: two readings of the same CPU time, within a few points
+    assert host["cpu_busy_pct"]["peak"] is not None
+    assert host["cpu_busy_pct"]["peak"] >= host["cpu_busy_pct"]["mean"] - 3
     assert host["mem_used_mib"]["mean"] > 10
     assert host["disk_kib_s"]["mean"] >= 0 and host["net_kib_s"]["mean"] >= 0
     assert f"host {HOST}: CPU busy %" in proc.stdout
