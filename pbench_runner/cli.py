@@ -244,20 +244,21 @@ def dispatch(args: argparse.Namespace, tail: list[str]) -> int:
             raise UsageError("user-benchmark needs a command after --, e.g. -- sleep 1")
         if args.samples < 1:
             raise UsageError("--samples must be 1 or more")
-        from pbench_runner.userbenchmark import Options, UserBenchmark
+        from pbench_runner.run import RunOptions
+        from pbench_runner.userbenchmark import SCRIPT, Options, UserBenchmark
 
-        opts = Options(
+        run_opts = RunOptions(
+            script=SCRIPT,
             run_dir=rdir,
-            command=tail,
             group=args.tool_group,
             config=args.config,
-            samples=args.samples,
             sysinfo=args.sysinfo,
             plugins=args.plugins,
             deadlines=_deadlines(args),
             remote=remote_options(args),
             on_host_failure=args.on_host_failure,
         )
+        opts = Options(run=run_opts, command=tail, samples=args.samples)
         if args.sysinfo not in ("default", "all", "none"):
             _check_sysinfo(args.sysinfo, args.plugins)
         return UserBenchmark(opts).run()

@@ -15,17 +15,14 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import IO
 
 from pbench_runner import procs
 from pbench_runner.benchreport import summary_lines
-from pbench_runner.config import Deadlines
 from pbench_runner.errors import PbenchError, UsageError
 from pbench_runner.interrupts import interruptible
 from pbench_runner.records import SampleRecord
-from pbench_runner.remote.options import RemoteOptions
 from pbench_runner.run import Run, RunOptions
 
 SCRIPT = "pbench-user-benchmark"
@@ -34,16 +31,11 @@ ITERATION = "1-default"
 
 @dataclass
 class Options:
-    run_dir: Path
+    """The run (as every verb sets one up), the command, and how many samples."""
+
+    run: RunOptions
     command: Sequence[str]
-    group: str = "default"
-    config: str = ""
     samples: int = 1
-    sysinfo: str = "default"
-    plugins: Sequence[str] = ()
-    deadlines: Deadlines = field(default_factory=Deadlines)
-    remote: RemoteOptions | None = None
-    on_host_failure: str = "abort"
 
 
 def run_command(command: Sequence[str], record: SampleRecord, echo: IO[str]) -> None:
@@ -103,20 +95,7 @@ class UserBenchmark:
     def __init__(self, opts: Options, err: IO[str] = sys.stderr, out: IO[str] = sys.stdout) -> None:
         self.opts = opts
         self.err, self.out = err, out
-        self.run_ = Run(
-            RunOptions(
-                script=SCRIPT,
-                run_dir=opts.run_dir,
-                group=opts.group,
-                config=opts.config,
-                sysinfo=opts.sysinfo,
-                plugins=opts.plugins,
-                deadlines=opts.deadlines,
-                remote=opts.remote,
-                on_host_failure=opts.on_host_failure,
-            ),
-            say=self.say,
-        )
+        self.run_ = Run(opts.run, say=self.say)
 
     def _samples(self, run: Run) -> None:
         iteration = run.iteration(ITERATION, command=list(self.opts.command))
